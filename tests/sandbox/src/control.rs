@@ -1,0 +1,155 @@
+//! Test controls under `/_sandbox/` (documented in the crate README).
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::state::{AccessKeyOverride, Fault, IdentitySpec, Settings, Shared};
+use crate::wire::{self, Body, Service};
+
+fn ok(v: Value) -> Response<Body> {
+    wire::control_json(200, &v)
+}
+
+fn bad(msg: impl std::fmt::Display) -> Response<Body> {
+    wire::control_json(400, &json!({ "error": msg.to_string() }))
+}
+
+fn query(parts: &Parts, key: &str) -> Option<String> {
+    let q = parts.uri.query()?;
+    wire::form(q.as_bytes())
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityRequest {
+    access_key_id: String,
+    identity: IdentitySpec,
+}
+
+impl Shared {
+    /// Injects raw CloudTrail records (array, log file, NDJSON or `lookup-events` output).
+    /// `delay_seconds` overrides the visibility delay for these records.
+    pub fn inject_records(&self, body: &[u8], delay_seconds: Option<f64>) -> Result<Vec<String>, String> {
+        let records = crate::cloudtrail::parse_records(body)?;
+        let now = self.now();
+        let mut st = self.lock();
+        let delay = delay_seconds.unwrap_or(st.settings.visibility_delay_seconds);
+        let delay = chrono::Duration::milliseconds((delay * 1000.0) as i64);
+        Ok(records
+            .iter()
+            .filter(|r| r.is_object())
+            .map(|r| st.events.insert(r, &self.default_account, now, delay).event_id)
+            .collect())
+    }
+
+    /// Backdates an access key's creation and last use.
+    pub fn set_access_key(&self, access_key_id: &str, o: AccessKeyOverride) {
+        self.lock().key_overrides.insert(access_key_id.to_owned(), o);
+    }
+}
+
+pub async fn handle(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Body> {
+    let path = parts.uri.path().trim_end_matches('/');
+    let segments: Vec<&str> = path
+        .trim_start_matches("/_sandbox")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => ok(json!({ "status": "ok", "moto": shared.moto_url })),
+        (&Method::POST, ["reset"]) => {
+            shared.reset();
+            let mut p = parts.clone();
+            p.uri = "/moto-api/reset".parse().expect("static uri");
+            p.method = Method::POST;
+            match crate::server::forward(&shared.moto_url, &p, Bytes::new()).await {
+                Ok(_) => ok(json!({ "reset": true })),
+                Err(e) => bad(e),
+            }
+        }
+        (&Method::GET, ["settings"]) => {
+            ok(serde_json::to_value(shared.lock().settings.clone()).expect("settings serialize"))
+        }
+        (&Method::POST, ["settings"]) => match serde_json::from_slice::<Settings>(&body) {
+            Ok(s) => {
+                shared.set_settings(s.clone());
+                ok(serde_json::to_value(s).expect("settings serialize"))
+            }
+            Err(e) => bad(format!("settings: {e}")),
+        },
+        (&Method::POST, ["identities"]) => match serde_json::from_slice::<IdentityRequest>(&body) {
+            Ok(r) => {
+                shared.set_identity(&r.access_key_id, r.identity);
+                ok(json!({ "access_key_id": r.access_key_id }))
+            }
+            Err(e) => bad(format!("identity: {e}")),
+        },
+        (&Method::POST, ["faults", service]) => {
+            let Some(svc) = Service::from_name(service) else {
+                return bad(format!("unknown service {service}"));
+            };
+            match serde_json::from_slice::<Fault>(&body) {
+                Ok(f) => {
+                    shared.set_fault(svc, f);
+                    ok(json!({ "service": service }))
+                }
+                Err(e) => bad(format!("fault: {e}")),
+            }
+        }
+        (&Method::DELETE, ["faults"]) => {
+            shared.clear_faults();
+            ok(json!({ "cleared": true }))
+        }
+        (&Method::DELETE, ["faults", service]) => {
+            let Some(svc) = Service::from_name(service) else {
+                return bad(format!("unknown service {service}"));
+            };
+            shared.lock().faults.remove(&svc);
+            ok(json!({ "cleared": service }))
+        }
+        (&Method::POST, ["cloudtrail", "records"]) => {
+            let delay = query(parts, "delay_seconds").and_then(|d| d.parse().ok());
+            match shared.inject_records(&body, delay) {
+                Ok(ids) => ok(json!({ "injected": ids.len(), "event_ids": ids })),
+                Err(e) => bad(e),
+            }
+        }
+        (&Method::GET, ["cloudtrail", "records"]) => {
+            let account = query(parts, "account").unwrap_or_else(|| shared.default_account.clone());
+            let region = query(parts, "region").unwrap_or_else(|| "us-east-1".into());
+            let st = shared.lock();
+            let records: Vec<Value> = st
+                .events
+                .records(&account, &region)
+                .iter()
+                .filter_map(|e| serde_json::from_str(&e.json).ok())
+                .collect();
+            ok(json!({ "Records": records }))
+        }
+        (&Method::POST, ["iam", "access-keys", key]) => {
+            match serde_json::from_slice::<AccessKeyOverride>(&body) {
+                Ok(o) => {
+                    shared.set_access_key(key, o);
+                    ok(json!({ "access_key_id": key }))
+                }
+                Err(e) => bad(format!("access key: {e}")),
+            }
+        }
+        (&Method::GET, ["counters"]) => {
+            ok(serde_json::to_value(&shared.lock().counters).expect("counters serialize"))
+        }
+        (&Method::DELETE, ["counters"]) => {
+            shared.lock().counters.clear();
+            ok(json!({ "cleared": true }))
+        }
+        _ => wire::control_json(
+            404,
+            &json!({ "error": format!("no control at {} {}", parts.method, parts.uri.path()) }),
+        ),
+    }
+}

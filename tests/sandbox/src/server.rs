@@ -1,0 +1,375 @@
+//! The listener: routes each request to the control API, the CloudTrail emulator, the KMS and
+//! IAM layers over moto, or straight to moto.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+
+use crate::record::{self, Call, Caller};
+use crate::state::Shared;
+use crate::wire::{self, Body, Scope, Service};
+
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(shared.clone(), peer, req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// One AWS request, read in full.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub parts: Parts,
+    pub body: Bytes,
+    pub scope: Scope,
+    pub service: Service,
+    pub operation: String,
+    pub peer: SocketAddr,
+}
+
+impl Ctx {
+    pub fn region(&self) -> &str {
+        if self.scope.region.is_empty() {
+            "us-east-1"
+        } else {
+            &self.scope.region
+        }
+    }
+
+    pub fn caller(&self) -> Caller {
+        let ip = self.shared.lock().settings.source_ip.clone();
+        Caller {
+            access_key_id: self.scope.access_key_id.clone(),
+            source_ip: ip.unwrap_or_else(|| self.peer.ip().to_string()),
+            user_agent: wire::header_str(&self.parts.headers, "user-agent").map(str::to_owned),
+        }
+    }
+
+    /// The account of the signing identity.
+    pub fn account(&self) -> String {
+        let st = self.shared.lock();
+        record::caller_account(
+            st.identities.get(&self.scope.access_key_id),
+            &self.shared.default_account,
+        )
+        .to_owned()
+    }
+
+    pub fn error(&self, status: u16, code: &str, message: &str) -> Response<Body> {
+        wire::error(self.service, &self.parts.headers, status, code, message)
+    }
+
+    /// Writes one call into event history, as CloudTrail would.
+    pub fn record(&self, call: Call<'_>) {
+        let caller = self.caller();
+        let mut st = self.shared.lock();
+        let identity = record::user_identity(
+            st.identities.get(&caller.access_key_id),
+            &caller.access_key_id,
+            &self.shared.default_account,
+            call.time,
+        );
+        let rec = record::build(call, identity, &caller);
+        let delay = chrono::Duration::milliseconds((st.settings.visibility_delay_seconds * 1000.0) as i64);
+        let now = self.shared.now();
+        st.events.insert(&rec, &self.shared.default_account, now, delay);
+    }
+
+    /// Sends the request on to moto as it came.
+    pub async fn forward(&self) -> Result<Upstream, String> {
+        forward(&self.shared.moto_url, &self.parts, self.body.clone()).await
+    }
+}
+
+/// A response from moto.
+#[derive(Debug)]
+pub struct Upstream {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Upstream {
+    pub fn into_response(self) -> Response<Body> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() = self.status;
+        for (k, v) in &self.headers {
+            if !matches!(k.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                resp.headers_mut().append(k.clone(), v.clone());
+            }
+        }
+        resp
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+}
+
+pub async fn forward(base: &str, parts: &Parts, body: Bytes) -> Result<Upstream, String> {
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{base}{pq}"));
+    wire::forward_headers(&parts.headers, req.headers_mut().expect("builder is valid"));
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = client()
+        .request(req)
+        .await
+        .map_err(|e| format!("moto unreachable: {e}"))?;
+    let (p, b) = resp.into_parts();
+    let body = b.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Upstream {
+        status: p.status,
+        headers: p.headers,
+        body,
+    })
+}
+
+/// A plain GET, used to wait for moto.
+pub(crate) async fn get_text(url: &str) -> Result<String, String> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client().request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends a JSON-protocol call to moto directly, outside any test's view (not counted, not
+/// recorded): used to read key state before deciding what AWS would do.
+pub async fn moto_json(
+    shared: &Shared,
+    template: &Parts,
+    target: &str,
+    body: &Value,
+) -> Result<Upstream, String> {
+    let mut parts = template.clone();
+    parts.method = http::Method::POST;
+    parts.uri = "/".parse().expect("static uri");
+    parts
+        .headers
+        .insert("x-amz-target", target.parse().map_err(|_| "bad target")?);
+    parts.headers.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().expect("static"),
+    );
+    forward(&shared.moto_url, &parts, Bytes::from(body.to_string())).await
+}
+
+/// Sends a query-protocol call to moto directly (IAM), outside any test's view.
+pub async fn moto_query(
+    shared: &Shared,
+    template: &Parts,
+    params: &[(&str, &str)],
+) -> Result<Upstream, String> {
+    let mut parts = template.clone();
+    parts.method = http::Method::POST;
+    parts.uri = "/".parse().expect("static uri");
+    parts.headers.remove("x-amz-target");
+    parts.headers.insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().expect("static"),
+    );
+    let body = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    forward(&shared.moto_url, &parts, Bytes::from(body)).await
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn operation(service: Service, parts: &Parts, body: &[u8]) -> String {
+    if let Some(op) = wire::json_operation(&parts.headers) {
+        return op;
+    }
+    let from_query = parts
+        .uri
+        .query()
+        .map(|q| wire::form(q.as_bytes()))
+        .and_then(|f| wire::form_get(&f, "Action").map(str::to_owned));
+    from_query
+        .or_else(|| wire::form_get(&wire::form(body), "Action").map(str::to_owned))
+        .unwrap_or_else(|| {
+            if service == Service::Other {
+                parts.uri.path().to_owned()
+            } else {
+                "Unknown".into()
+            }
+        })
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(wire::control_json(
+                400,
+                &serde_json::json!({ "error": e.to_string() }),
+            ));
+        }
+    };
+    if parts.uri.path().starts_with("/_sandbox") {
+        return Ok(crate::control::handle(&shared, &parts, body).await);
+    }
+    let scope = wire::scope(&parts.headers);
+    let service = wire::service(&parts.headers, &scope);
+    let operation = operation(service, &parts, &body);
+    if service != Service::Other {
+        shared.count(service, &operation);
+        if !scope.access_key_id.is_empty() {
+            crate::iam::mark_used(&shared, &scope.access_key_id, service.name(), &scope.region);
+        }
+        let (latency, fail) = shared.fault_for(service, &operation);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        if let Some((status, code)) = fail {
+            let msg = format!("Injected fault in {} {operation}", service.name());
+            return Ok(wire::error(service, &parts.headers, status, &code, &msg));
+        }
+    }
+    let ctx = Ctx {
+        shared,
+        parts,
+        body,
+        scope,
+        service,
+        operation,
+        peer,
+    };
+    let resp = match service {
+        Service::CloudTrail => cloudtrail(&ctx),
+        Service::Kms => crate::kms::handle(&ctx).await,
+        Service::Iam => crate::iam::handle(&ctx).await,
+        _ => match ctx.forward().await {
+            Ok(up) => up.into_response(),
+            Err(e) => ctx.error(502, "InternalFailure", &e),
+        },
+    };
+    Ok(resp)
+}
+
+fn cloudtrail(ctx: &Ctx) -> Response<Body> {
+    if ctx.operation != "LookupEvents" {
+        return ctx.error(
+            400,
+            "UnknownOperationException",
+            &format!("{} is not supported by the sandbox", ctx.operation),
+        );
+    }
+    let account = ctx.account();
+    let region = ctx.region().to_owned();
+    let now = ctx.shared.now();
+    let body: Value = match serde_json::from_slice(&ctx.body) {
+        Ok(v) => v,
+        Err(e) => return ctx.error(400, "SerializationException", &e.to_string()),
+    };
+    let mut st = ctx.shared.lock();
+    if throttled(&mut st, &account, &region, now) {
+        return ctx.error(400, "ThrottlingException", "Rate exceeded");
+    }
+    match crate::cloudtrail::lookup(&st.events, &account, &region, &body, now) {
+        Ok(v) => wire::json_ok(&v),
+        Err((code, msg)) => ctx.error(400, code, &msg),
+    }
+}
+
+/// A token bucket per account and region, `lookup_events_rate` tokens a second, as deep as one
+/// second's worth; plus a random throttle a test can dial in.
+fn throttled(
+    st: &mut crate::state::State,
+    account: &str,
+    region: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    if st.settings.throttle_probability > 0.0 && rand::random::<f64>() < st.settings.throttle_probability {
+        return true;
+    }
+    let rate = st.settings.lookup_events_rate;
+    if rate <= 0.0 {
+        return false;
+    }
+    let cap = rate.max(1.0);
+    let bucket = st
+        .lookup_buckets
+        .entry((account.to_owned(), region.to_owned()))
+        .or_insert((cap, now));
+    let elapsed = (now - bucket.1).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    bucket.0 = (bucket.0 + elapsed.max(0.0) * rate).min(cap);
+    bucket.1 = now;
+    if bucket.0 >= 1.0 {
+        bucket.0 -= 1.0;
+        false
+    } else {
+        true
+    }
+}
+
+/// Shorthand for a call record with the common fields filled in.
+pub fn call<'a>(ctx: &'a Ctx, event_source: &'a str, region: &'a str, account: &'a str) -> Call<'a> {
+    Call {
+        event_source,
+        event_name: &ctx.operation,
+        region,
+        account,
+        time: ctx.shared.now(),
+        request_parameters: Value::Null,
+        response_elements: Value::Null,
+        error: None,
+        resources: Vec::new(),
+        read_only: false,
+        request_id: wire::request_id(),
+    }
+}

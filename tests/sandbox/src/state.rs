@@ -1,0 +1,222 @@
+//! Everything the sandbox remembers between requests. One mutex guards it; no lock is held
+//! across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cloudtrail::EventStore;
+use crate::wire::Service;
+
+/// Knobs a test can turn with `POST /_sandbox/settings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// A record becomes visible in `LookupEvents` this many seconds after its `eventTime`.
+    pub visibility_delay_seconds: f64,
+    /// `LookupEvents` requests allowed per second per account and region (AWS: 2). 0 disables.
+    pub lookup_events_rate: f64,
+    /// Probability that a `LookupEvents` request is throttled regardless of rate.
+    pub throttle_probability: f64,
+    /// `sourceIPAddress` written into records (default: the caller's address).
+    pub source_ip: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            visibility_delay_seconds: 0.0,
+            lookup_events_rate: 2.0,
+            throttle_probability: 0.0,
+            source_ip: None,
+        }
+    }
+}
+
+/// An injected fault for one service (`POST /_sandbox/faults/<service>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fault {
+    /// Only these operations (empty: every operation of the service).
+    pub operations: Vec<String>,
+    /// Fail exactly the next N matching requests.
+    pub fail_next: u32,
+    /// Fail each matching request with this probability (1.0: an outage).
+    pub error_rate: f64,
+    /// HTTP status of the injected error.
+    pub status: u16,
+    /// Error code (default `InternalFailure` for 5xx, `Throttling` for 4xx).
+    pub code: Option<String>,
+    /// Added latency for every matching request, failed or not.
+    pub latency_ms: u64,
+}
+
+impl Default for Fault {
+    fn default() -> Self {
+        Self {
+            operations: Vec::new(),
+            fail_next: 0,
+            error_rate: 0.0,
+            status: 500,
+            code: None,
+            latency_ms: 0,
+        }
+    }
+}
+
+/// Who a caller is, by the access key id it signs with (`POST /_sandbox/identities`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum IdentitySpec {
+    IAMUser {
+        user_name: String,
+        #[serde(default)]
+        account_id: Option<String>,
+    },
+    AssumedRole {
+        role_name: String,
+        session_name: String,
+        #[serde(default)]
+        account_id: Option<String>,
+    },
+    Root {
+        #[serde(default)]
+        account_id: Option<String>,
+    },
+}
+
+/// Backdated facts about one IAM access key (`POST /_sandbox/iam/access-keys/<id>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyOverride {
+    #[serde(default)]
+    pub create_date: Option<DateTime<Utc>>,
+    /// `Some(None)` means "never used"; `None` leaves moto's value.
+    #[serde(default, with = "double_option")]
+    pub last_used: Option<Option<LastUsed>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastUsed {
+    pub date: DateTime<Utc>,
+    pub service: String,
+    pub region: String,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(inner) => inner.serialize(s),
+        }
+    }
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub settings: Settings,
+    pub events: EventStore,
+    pub faults: HashMap<Service, Fault>,
+    pub identities: HashMap<String, IdentitySpec>,
+    pub key_overrides: HashMap<String, AccessKeyOverride>,
+    pub counters: BTreeMap<String, u64>,
+    /// Token buckets for `LookupEvents`, per (account, region): (tokens, last refill).
+    pub lookup_buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
+    /// When the current credential report was generated (moto hard-codes 2015).
+    pub report_generated: Option<DateTime<Utc>>,
+}
+
+pub struct Shared {
+    pub moto_url: String,
+    pub default_account: String,
+    pub state: Mutex<State>,
+}
+
+impl Shared {
+    pub fn new(moto_url: String, default_account: String) -> Self {
+        Self {
+            moto_url,
+            default_account,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    pub fn count(&self, service: Service, operation: &str) {
+        *self
+            .lock()
+            .counters
+            .entry(format!("{}.{operation}", service.name()))
+            .or_default() += 1;
+    }
+
+    /// Requests served so far for `service.Operation` (e.g. `cloudtrail.LookupEvents`).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.lock().counters.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn set_settings(&self, settings: Settings) {
+        self.lock().settings = settings;
+    }
+
+    pub fn set_identity(&self, access_key_id: &str, spec: IdentitySpec) {
+        self.lock().identities.insert(access_key_id.to_owned(), spec);
+    }
+
+    pub fn set_fault(&self, service: Service, fault: Fault) {
+        self.lock().faults.insert(service, fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Decides whether this request gets an injected fault: (latency, error to return).
+    pub fn fault_for(&self, service: Service, operation: &str) -> (u64, Option<(u16, String)>) {
+        let mut st = self.lock();
+        let Some(f) = st.faults.get_mut(&service) else {
+            return (0, None);
+        };
+        if !f.operations.is_empty() && !f.operations.iter().any(|o| o == operation) {
+            return (0, None);
+        }
+        let fail = if f.fail_next > 0 {
+            f.fail_next -= 1;
+            true
+        } else {
+            f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate
+        };
+        let code = f.code.clone().unwrap_or_else(|| {
+            if f.status >= 500 {
+                match service {
+                    Service::Sns | Service::Iam | Service::Sts => "InternalError".into(),
+                    _ => "InternalFailure".into(),
+                }
+            } else {
+                "Throttling".into()
+            }
+        });
+        (f.latency_ms, fail.then_some((f.status, code)))
+    }
+
+    /// Clears everything, as a fresh sandbox (moto is reset separately).
+    pub fn reset(&self) {
+        *self.lock() = State::default();
+    }
+}
