@@ -33,10 +33,15 @@ struct IdentityRequest {
 
 impl Shared {
     /// Injects raw CloudTrail records (array, log file, NDJSON or `lookup-events` output).
-    /// `delay_seconds` overrides the visibility delay for these records.
-    pub fn inject_records(&self, body: &[u8], delay_seconds: Option<f64>) -> Result<Vec<String>, String> {
-        let records = crate::cloudtrail::parse_records(body)?;
+    /// `delay_seconds` overrides the visibility delay for these records; `retime` shifts their
+    /// `eventTime`s so the newest is now, keeping their spacing (to replay old records within
+    /// the 90-day retention).
+    pub fn inject_records(&self, body: &[u8], delay_seconds: Option<f64>, retime: bool) -> Result<Vec<String>, String> {
+        let mut records = crate::cloudtrail::parse_records(body)?;
         let now = self.now();
+        if retime {
+            crate::cloudtrail::retime(&mut records, now);
+        }
         let mut st = self.lock();
         let delay = delay_seconds.unwrap_or(st.settings.visibility_delay_seconds);
         let delay = chrono::Duration::milliseconds((delay * 1000.0) as i64);
@@ -114,7 +119,8 @@ pub async fn handle(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bod
         }
         (&Method::POST, ["cloudtrail", "records"]) => {
             let delay = query(parts, "delay_seconds").and_then(|d| d.parse().ok());
-            match shared.inject_records(&body, delay) {
+            let retime = query(parts, "retime").is_some_and(|v| v != "0" && v != "false");
+            match shared.inject_records(&body, delay, retime) {
                 Ok(ids) => ok(json!({ "injected": ids.len(), "event_ids": ids })),
                 Err(e) => bad(e),
             }
