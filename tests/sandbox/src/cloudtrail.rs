@@ -448,12 +448,16 @@ fn flatten(v: Value) -> Vec<Value> {
 
 fn event_time(record: &Value) -> Option<DateTime<Utc>> {
     let t = record.get("eventTime")?.as_str()?;
-    DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Shifts every record's `eventTime` by the same amount so that the newest is `now`.
 pub fn retime(records: &mut [Value], now: DateTime<Utc>) {
-    let Some(newest) = records.iter().filter_map(event_time).max() else { return };
+    let Some(newest) = records.iter().filter_map(event_time).max() else {
+        return;
+    };
     let shift = now - newest;
     for r in records.iter_mut() {
         if let Some(t) = event_time(r) {

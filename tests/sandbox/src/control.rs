@@ -36,7 +36,12 @@ impl Shared {
     /// `delay_seconds` overrides the visibility delay for these records; `retime` shifts their
     /// `eventTime`s so the newest is now, keeping their spacing (to replay old records within
     /// the 90-day retention).
-    pub fn inject_records(&self, body: &[u8], delay_seconds: Option<f64>, retime: bool) -> Result<Vec<String>, String> {
+    pub fn inject_records(
+        &self,
+        body: &[u8],
+        delay_seconds: Option<f64>,
+        retime: bool,
+    ) -> Result<Vec<String>, String> {
         let mut records = crate::cloudtrail::parse_records(body)?;
         let now = self.now();
         if retime {

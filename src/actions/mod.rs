@@ -1,0 +1,3 @@
+//! Remediation against AWS.
+
+pub mod kms;

@@ -1,0 +1,597 @@
+//! Configuration: a TOML file overridden by `TRAILGUARD__SECTION__KEY` environment variables,
+//! read into raw structs that reject unknown keys, then validated into typed values.
+//! Every problem is reported at once, each with its key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cursor::Schedule;
+
+pub const DEFAULT_PATH: &str = "/etc/trailguard/trailguard.toml";
+
+/// Every key trailguard reads; anything else in a file or the environment is an error.
+const KNOWN_KEYS: &[&str] = &[
+    "dry_run",
+    "aws.regions",
+    "cloudtrail.poll_interval",
+    "cloudtrail.max_delivery_delay",
+    "cloudtrail.lookback_interval",
+    "cloudtrail.max_requests_per_second",
+    "kms.enable_after_cancel",
+    "notify.sns_topic_arn",
+    "notify.aggregation_window",
+    "state.dir",
+    "server.listen",
+    "server.shutdown_grace",
+    "log.format",
+    "log.level",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    dry_run: Option<bool>,
+    aws: RawAws,
+    cloudtrail: RawCloudTrail,
+    kms: RawKms,
+    notify: RawNotify,
+    state: RawState,
+    server: RawServer,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAws {
+    regions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCloudTrail {
+    poll_interval: Option<String>,
+    max_delivery_delay: Option<String>,
+    lookback_interval: Option<String>,
+    max_requests_per_second: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKms {
+    enable_after_cancel: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNotify {
+    sns_topic_arn: Option<String>,
+    aggregation_window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawState {
+    dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dry_run: bool,
+    pub regions: Vec<String>,
+    pub poll_interval: Duration,
+    pub schedule: Schedule,
+    pub max_requests_per_second: f64,
+    pub enable_after_cancel: bool,
+    pub sns_topic_arn: Option<String>,
+    pub aggregation_window: Duration,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn problem(key: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Loads `path` (which must exist) and the `TRAILGUARD__` environment, and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TRAILGUARD__"))
+        .collect();
+    load_from(path, env)
+}
+
+/// As [`load`], with the environment given (tests).
+pub fn load_from(path: &Path, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError {
+            problems: vec![problem(
+                "config",
+                format!("file {} does not exist", path.display()),
+            )],
+        });
+    }
+    // NOTE: values stay strings (no `try_parsing`), so an account id such as 012345678901 keeps
+    // its leading zero; the one list key is split here.
+    let regions: Option<Vec<String>> =
+        env.iter()
+            .find(|(k, _)| k == "TRAILGUARD__AWS__REGIONS")
+            .map(|(_, v)| {
+                v.split(',')
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect()
+            });
+    let env: std::collections::HashMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k != "TRAILGUARD__AWS__REGIONS")
+        .collect();
+    let env_source = config::Environment::with_prefix("TRAILGUARD")
+        .prefix_separator("__")
+        .separator("__")
+        .source(Some(env));
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(env_source);
+    if let Some(regions) = regions {
+        builder = builder
+            .set_override("aws.regions", regions)
+            .map_err(|e| ConfigError {
+                problems: vec![problem("aws.regions", e.to_string())],
+            })?;
+    }
+    let built = builder.build().map_err(|e| ConfigError {
+        problems: vec![problem("config", e.to_string())],
+    })?;
+
+    let mut problems = Vec::new();
+    let tree: serde_json::Value = built.clone().try_deserialize().unwrap_or(serde_json::Value::Null);
+    unknown_keys(&tree, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let raw: RawConfig = built.try_deserialize().map_err(|e| {
+        let msg = e.to_string();
+        let key = msg
+            .split("for key `")
+            .nth(1)
+            .and_then(|s| s.split('`').next())
+            .unwrap_or("config")
+            .to_owned();
+        ConfigError {
+            problems: vec![Problem { key, message: msg }],
+        }
+    })?;
+    validate(raw)
+}
+
+fn unknown_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<Problem>) {
+    let serde_json::Value::Object(map) = v else { return };
+    for (k, child) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if KNOWN_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if child.is_object()
+            && KNOWN_KEYS
+                .iter()
+                .any(|known| known.starts_with(&format!("{key}.")))
+        {
+            unknown_keys(child, &key, out);
+            continue;
+        }
+        let hint = KNOWN_KEYS
+            .iter()
+            .filter(|known| {
+                known.rsplit('.').next() == key.rsplit('.').next() || edit_distance(known, &key) <= 2
+            })
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .next()
+            .unwrap_or_default();
+        out.push(problem(&key, format!("unknown key{hint}")));
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn duration(
+    problems: &mut Vec<Problem>,
+    key: &str,
+    raw: Option<&str>,
+    default: &str,
+    range: (Duration, Duration),
+    why: &str,
+) -> Duration {
+    let text = raw.unwrap_or(default);
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= range.0 && d <= range.1 => d,
+        Ok(_) => {
+            problems.push(problem(
+                key,
+                format!(
+                    "must be between {} and {}, got {text}{why}",
+                    humantime::format_duration(range.0),
+                    humantime::format_duration(range.1)
+                ),
+            ));
+            humantime::parse_duration(default).expect("defaults parse")
+        }
+        Err(e) => {
+            problems.push(problem(
+                key,
+                format!("not a duration like \"15s\" or \"5m\": {text:?} ({e})"),
+            ));
+            humantime::parse_duration(default).expect("defaults parse")
+        }
+    }
+}
+
+fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut p = Vec::new();
+    let secs = Duration::from_secs;
+
+    let regions = raw.aws.regions.unwrap_or_default();
+    if regions.is_empty() {
+        p.push(problem(
+            "aws.regions",
+            "list at least one region to watch, e.g. [\"us-east-1\"]",
+        ));
+    }
+    for r in &regions {
+        if !is_region(r) {
+            p.push(problem(
+                "aws.regions",
+                format!("{r:?} is not an AWS region name like \"eu-west-1\""),
+            ));
+        }
+    }
+    let mut unique = regions.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != regions.len() {
+        p.push(problem("aws.regions", "lists a region twice"));
+    }
+
+    let ct = &raw.cloudtrail;
+    let poll_interval = duration(
+        &mut p,
+        "cloudtrail.poll_interval",
+        ct.poll_interval.as_deref(),
+        "15s",
+        (secs(5), secs(3600)),
+        " (LookupEvents allows 2 requests/s per account and region)",
+    );
+    let max_delivery_delay = duration(
+        &mut p,
+        "cloudtrail.max_delivery_delay",
+        ct.max_delivery_delay.as_deref(),
+        "15m",
+        (secs(60), secs(24 * 3600)),
+        "",
+    );
+    let lookback_interval = duration(
+        &mut p,
+        "cloudtrail.lookback_interval",
+        ct.lookback_interval.as_deref(),
+        "5m",
+        (secs(5), secs(24 * 3600)),
+        "",
+    );
+    if lookback_interval < poll_interval {
+        p.push(problem(
+            "cloudtrail.lookback_interval",
+            format!(
+                "must not be shorter than cloudtrail.poll_interval ({}), got {}",
+                humantime::format_duration(poll_interval),
+                humantime::format_duration(lookback_interval)
+            ),
+        ));
+    }
+    let max_requests_per_second = ct.max_requests_per_second.unwrap_or(1.0);
+    if !(max_requests_per_second > 0.0 && max_requests_per_second <= 2.0) {
+        p.push(problem(
+            "cloudtrail.max_requests_per_second",
+            format!("must be above 0 and at most 2 (the LookupEvents quota per account and region), got {max_requests_per_second}"),
+        ));
+    }
+
+    let sns_topic_arn = raw.notify.sns_topic_arn.filter(|a| !a.trim().is_empty());
+    if let Some(arn) = &sns_topic_arn {
+        let parts: Vec<&str> = arn.split(':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+            p.push(problem(
+                "notify.sns_topic_arn",
+                format!("not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME): {arn:?}"),
+            ));
+        }
+    }
+    let aggregation_window = duration(
+        &mut p,
+        "notify.aggregation_window",
+        raw.notify.aggregation_window.as_deref(),
+        "5m",
+        (secs(0), secs(24 * 3600)),
+        "",
+    );
+
+    let state_dir = raw.state.dir.unwrap_or_else(|| "/var/lib/trailguard".into());
+    if state_dir.trim().is_empty() {
+        p.push(problem("state.dir", "must not be empty"));
+    }
+    let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:9464".into());
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        p.push(problem(
+            "server.listen",
+            format!("not an address like \"127.0.0.1:9464\": {listen_text:?}"),
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    });
+    let shutdown_grace = duration(
+        &mut p,
+        "server.shutdown_grace",
+        raw.server.shutdown_grace.as_deref(),
+        "30s",
+        (secs(1), secs(110)),
+        " (keep it below systemd's TimeoutStopSec and ECS's stopTimeout of at most 120s)",
+    );
+    let log_format = match raw.log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            p.push(problem(
+                "log.format",
+                format!("must be \"text\" or \"json\", got {other:?}"),
+            ));
+            LogFormat::Text
+        }
+    };
+    let log_level = raw.log.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        p.push(problem(
+            "log.level",
+            format!("not a level or filter like \"info\" or \"trailguard=debug\": {log_level:?}"),
+        ));
+    }
+
+    if !p.is_empty() {
+        return Err(ConfigError { problems: p });
+    }
+    Ok(Config {
+        dry_run: raw.dry_run.unwrap_or(false),
+        regions,
+        poll_interval,
+        schedule: Schedule {
+            max_delivery_delay,
+            lookback_interval,
+        },
+        max_requests_per_second,
+        enable_after_cancel: raw.kms.enable_after_cancel.unwrap_or(false),
+        sns_topic_arn,
+        aggregation_window,
+        state_dir: PathBuf::from(state_dir),
+        listen,
+        shutdown_grace,
+        log_format,
+        log_level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile_lite::TempFile {
+        tempfile_lite::TempFile::new(text)
+    }
+
+    mod tempfile_lite {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                let p = std::env::temp_dir().join(format!("trailguard-test-{}.toml", uuid::Uuid::new_v4()));
+                std::fs::write(&p, text).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn keys(e: &ConfigError) -> Vec<&str> {
+        e.problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/trailguard.toml"));
+        let c = load_from(path, vec![]).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(15));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
+        assert!(!c.dry_run);
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let f = file("[aws]\nregions = [\"eu-west-1\"]\n");
+        let c = load_from(&f.0, vec![]).unwrap();
+        assert_eq!(c.schedule.max_delivery_delay, Duration::from_secs(900));
+        assert_eq!(c.schedule.lookback_interval, Duration::from_secs(300));
+        assert_eq!(c.max_requests_per_second, 1.0);
+        assert_eq!(c.aggregation_window, Duration::from_secs(300));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.enable_after_cancel);
+        assert_eq!(c.sns_topic_arn, None);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let f = file(
+            "dry_run = false\n[aws]\nregions = [\"eu-west-1\", \"Mars\"]\n[cloudtrail]\npoll_interval = \"1s\"\nmax_requests_per_second = 5.0\n\
+             [notify]\nsns_topic_arn = \"topic\"\n[log]\nformat = \"xml\"\n[server]\nlisten = \"nowhere\"\n",
+        );
+        let e = load_from(&f.0, vec![]).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "aws.regions",
+                "cloudtrail.poll_interval",
+                "cloudtrail.max_requests_per_second",
+                "notify.sns_topic_arn",
+                "server.listen",
+                "log.format"
+            ]
+        );
+        let text = e.to_string();
+        assert!(text.contains("cloudtrail.poll_interval: must be between 5s and 1h, got 1s (LookupEvents allows 2 requests/s"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_hint() {
+        let f = file(
+            "[aws]\nregions = [\"eu-west-1\"]\n[cloudtrail]\npoll_intervall = \"15s\"\n[extra]\nx = 1\n",
+        );
+        let e = load_from(&f.0, vec![]).unwrap_err();
+        assert_eq!(keys(&e), ["cloudtrail.poll_intervall", "extra"]);
+        assert!(
+            e.problems[0]
+                .message
+                .contains("did you mean `cloudtrail.poll_interval`")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = file(
+            "[aws]\nregions = [\"eu-west-1\"]\n[notify]\nsns_topic_arn = \"arn:aws:sns:eu-west-1:111122223333:a\"\n",
+        );
+        let env = vec![
+            (
+                "TRAILGUARD__CLOUDTRAIL__POLL_INTERVAL".to_owned(),
+                "30s".to_owned(),
+            ),
+            (
+                "TRAILGUARD__AWS__REGIONS".to_owned(),
+                "us-east-1,eu-central-1".to_owned(),
+            ),
+            ("TRAILGUARD__DRY_RUN".to_owned(), "true".to_owned()),
+            // An account id with a leading zero must stay a string.
+            (
+                "TRAILGUARD__NOTIFY__SNS_TOPIC_ARN".to_owned(),
+                "arn:aws:sns:us-east-1:012345678901:alerts".to_owned(),
+            ),
+        ];
+        let c = load_from(&f.0, env).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.regions, ["us-east-1", "eu-central-1"]);
+        assert!(c.dry_run);
+        assert_eq!(
+            c.sns_topic_arn.as_deref(),
+            Some("arn:aws:sns:us-east-1:012345678901:alerts")
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_problem() {
+        let e = load_from(Path::new("/nonexistent/trailguard.toml"), vec![]).unwrap_err();
+        assert_eq!(keys(&e), ["config"]);
+    }
+}

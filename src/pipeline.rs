@@ -1,0 +1,408 @@
+//! The daemon: one poller per region feeding one worker. The only module that knows every other.
+//!
+//! poller (per region): cursor → window → `LookupEvents` pages → records → rules → jobs, stored
+//! with the seen ids in one transaction (see [`crate::state`]) → worker.
+//! worker: job → remediation (if the rule asks) → notification (aggregated per rule and key
+//! within `notify.aggregation_window`) → job deleted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics::{counter, gauge};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::actions::kms::KmsRemediator;
+use crate::config::Config;
+use crate::cursor::Seen;
+use crate::event::Record;
+use crate::notify::{self, sns::SnsNotifier};
+use crate::rules::{self, Action};
+use crate::sources::cloudtrail::{CloudTrailSource, PollError};
+use crate::state::{Job, Store};
+use crate::telemetry::{Health, names};
+
+pub struct Daemon {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub health: Arc<Health>,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Daemon {
+    /// Runs until `shutdown`, then lets the job in flight finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(self.store.seen()?));
+        for region in &self.config.regions {
+            let poller = Poller {
+                region: region.clone(),
+                source: CloudTrailSource::new(&self.sdk, region, self.config.max_requests_per_second),
+                config: self.config.clone(),
+                store: self.store.clone(),
+                seen: seen.clone(),
+                health: self.health.clone(),
+                jobs: tx.clone(),
+            };
+            tracker.spawn(poller.run(shutdown.clone()));
+        }
+        drop(tx);
+        let worker = Worker {
+            kms: KmsRemediator::new(
+                self.sdk.clone(),
+                self.config.dry_run,
+                self.config.enable_after_cancel,
+            ),
+            sns: self
+                .config
+                .sns_topic_arn
+                .clone()
+                .map(|arn| SnsNotifier::new(&self.sdk, arn)),
+            store: self.store.clone(),
+            dry_run: self.config.dry_run,
+            window: self.config.aggregation_window,
+            open: HashMap::new(),
+            retry: HashMap::new(),
+        };
+        tracker.spawn(worker.run(rx, shutdown.clone()));
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+}
+
+struct Poller {
+    region: String,
+    source: CloudTrailSource,
+    config: Config,
+    store: Arc<Store>,
+    seen: Arc<Mutex<Seen>>,
+    health: Arc<Health>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Poller {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut cursor = match self.store.cursor(&self.region) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(region = %self.region, error = %e, "Cannot read the poll cursor; starting from the lookback window.");
+                Default::default()
+            }
+        };
+        loop {
+            let started = Instant::now();
+            let window = cursor.next_window(Utc::now(), &self.config.schedule);
+            self.health.attempted(&self.region);
+            match self.source.read(&window, &shutdown).await {
+                Ok(records) => {
+                    let read = records.len();
+                    if let Err(e) = self.handle(records) {
+                        error!(region = %self.region, error = %e, "Cannot record events; the window will be read again.");
+                        counter!(names::POLLS, "region" => self.region.clone(), "outcome" => "failed")
+                            .increment(1);
+                    } else {
+                        cursor.complete(&window);
+                        let pruned = {
+                            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                            seen.prune(cursor.seen_horizon(Utc::now(), &self.config.schedule))
+                        };
+                        match self.store.advance(&self.region, &cursor, &pruned) {
+                            Ok(()) => {
+                                self.health.succeeded(&self.region);
+                                counter!(names::POLLS, "region" => self.region.clone(), "outcome" => "ok")
+                                    .increment(1);
+                                gauge!(names::LAST_SUCCESS, "region" => self.region.clone())
+                                    .set(Utc::now().timestamp() as f64);
+                                tracing::debug!(region = %self.region, read, lookback = window.lookback, start = %window.start, end = %window.end, "Poll completed.");
+                            }
+                            Err(e) => {
+                                error!(region = %self.region, error = %e, "Cannot save the poll cursor.")
+                            }
+                        }
+                    }
+                }
+                Err(PollError::Shutdown) => break,
+                Err(e) => {
+                    let outcome = if matches!(e, PollError::Throttled { .. }) {
+                        "throttled"
+                    } else {
+                        "failed"
+                    };
+                    counter!(names::POLLS, "region" => self.region.clone(), "outcome" => outcome)
+                        .increment(1);
+                    warn!(region = %self.region, error = %e, "Poll failed; the same window will be read again.");
+                }
+            }
+            if let Some(lag) = cursor.lag(Utc::now()) {
+                gauge!(names::LAG, "region" => self.region.clone()).set(lag.as_secs_f64());
+            }
+            let next = started + self.config.poll_interval;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+        }
+        info!(region = %self.region, "Poller stopped.");
+    }
+
+    /// Evaluates new records, stores seen ids and jobs atomically, and hands jobs to the worker.
+    fn handle(&self, records: Vec<String>) -> Result<(), crate::state::StateError> {
+        let mut new_seen = Vec::new();
+        let mut jobs = Vec::new();
+        {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for text in &records {
+                let record = match Record::parse(text) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        counter!(names::EVENTS_MALFORMED, "region" => self.region.clone()).increment(1);
+                        warn!(region = %self.region, error = %e, record = %text.chars().take(200).collect::<String>(), "Malformed event skipped.");
+                        continue;
+                    }
+                };
+                let id = record.event_id().to_owned();
+                if id.is_empty() {
+                    counter!(names::EVENTS_MALFORMED, "region" => self.region.clone()).increment(1);
+                    warn!(region = %self.region, record = %text.chars().take(200).collect::<String>(), "Event without an eventID skipped.");
+                    continue;
+                }
+                if seen.contains(&id) || new_seen.iter().any(|(s, _)| s == &id) {
+                    counter!(names::EVENTS_DUPLICATE, "region" => self.region.clone()).increment(1);
+                    continue;
+                }
+                let time = record
+                    .event_time
+                    .as_deref()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(Utc::now);
+                new_seen.push((id, time));
+                counter!(names::EVENTS_READ, "region" => self.region.clone()).increment(1);
+                for finding in rules::evaluate(&record) {
+                    counter!(names::FINDINGS, "rule_id" => finding.rule_id.clone()).increment(1);
+                    info!(
+                        rule_id = %finding.rule_id,
+                        event_id = %finding.event_id,
+                        key_arn = finding.key_arn.as_deref().unwrap_or("-"),
+                        principal = finding.principal_arn.as_deref().unwrap_or("-"),
+                        event_name = %finding.event_name,
+                        "Rule matched."
+                    );
+                    let needs_action = finding.actions.contains(&Action::CancelKeyDeletion);
+                    jobs.push(Job {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        finding,
+                        created: Utc::now(),
+                        remediation: None,
+                        remediated: !needs_action,
+                        more: 0,
+                        notify_attempts: 0,
+                    });
+                }
+            }
+        }
+        self.store.record_page(&new_seen, &jobs)?;
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, t) in &new_seen {
+                seen.insert(id, *t);
+            }
+        }
+        for job in jobs {
+            let _ = self.jobs.send(job);
+        }
+        Ok(())
+    }
+}
+
+/// An aggregation window for one (rule, key): matches after the first are counted, not sent.
+struct Open {
+    opened: Instant,
+    first: Job,
+    more: u64,
+}
+
+struct Worker {
+    kms: KmsRemediator,
+    sns: Option<SnsNotifier>,
+    store: Arc<Store>,
+    dry_run: bool,
+    window: Duration,
+    open: HashMap<(String, String), Open>,
+    /// Notifications that failed: next attempt time and the job.
+    retry: HashMap<String, (Instant, Job)>,
+}
+
+impl Worker {
+    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>, shutdown: CancellationToken) {
+        match self.store.jobs() {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    info!(
+                        count = pending.len(),
+                        "Resuming unfinished jobs from the last run."
+                    );
+                }
+                for job in pending {
+                    // Already aggregated once: never fold a resumed job into a window.
+                    self.process(job, false).await;
+                }
+            }
+            Err(e) => error!(error = %e, "Cannot read unfinished jobs."),
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // NOTE: shutdown is only checked between jobs: a rescue and its notification that
+            // have started always finish.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                job = jobs.recv() => match job {
+                    Some(job) => self.process(job, true).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.flush(false).await;
+                    self.retry_failed(false).await;
+                }
+            }
+        }
+        self.flush(true).await;
+        self.retry_failed(true).await;
+        info!(pending = self.retry.len(), "Worker stopped.");
+    }
+
+    async fn process(&mut self, mut job: Job, aggregate: bool) {
+        let f = &job.finding;
+        let key = (
+            f.rule_id.clone(),
+            f.key_arn.clone().unwrap_or_else(|| f.event_id.clone()),
+        );
+        if f.rule_id == rules::KEY_DELETION_SCHEDULED {
+            // A key scheduled again must be rescued again when it is next used.
+            if let Some(arn) = &f.key_arn {
+                self.open
+                    .remove(&(rules::PENDING_DELETION_USE.to_owned(), arn.clone()));
+            }
+        }
+        if aggregate && !self.window.is_zero() {
+            if let Some(open) = self.open.get_mut(&key) {
+                open.more += 1;
+                counter!(names::NOTIFICATIONS, "outcome" => "aggregated").increment(1);
+                if let Err(e) = self.store.remove_job(&job.id) {
+                    error!(error = %e, "Cannot remove an aggregated job.");
+                }
+                return;
+            }
+        }
+        if !job.remediated {
+            let r = self
+                .kms
+                .rescue(job.finding.key_arn.as_deref(), job.finding.account.as_deref())
+                .await;
+            counter!(names::REMEDIATIONS, "action" => r.action.clone(), "outcome" => r.outcome.as_str())
+                .increment(1);
+            let ok = !matches!(r.outcome, crate::state::Outcome::Failed);
+            if ok {
+                info!(rule_id = %job.finding.rule_id, key_arn = job.finding.key_arn.as_deref().unwrap_or("-"), action = %r.action, outcome = r.outcome.as_str(), detail = %r.detail, "Remediation finished.");
+            } else {
+                error!(rule_id = %job.finding.rule_id, key_arn = job.finding.key_arn.as_deref().unwrap_or("-"), action = %r.action, outcome = r.outcome.as_str(), detail = %r.detail, "Remediation failed.");
+            }
+            job.remediation = Some(r);
+            job.remediated = true;
+            if let Err(e) = self.store.put_job(&job) {
+                error!(error = %e, "Cannot record the remediation outcome.");
+            }
+        }
+        if aggregate && !self.window.is_zero() {
+            self.open.insert(
+                key,
+                Open {
+                    opened: Instant::now(),
+                    first: job.clone(),
+                    more: 0,
+                },
+            );
+        }
+        self.send(job).await;
+    }
+
+    /// Sends the summary of every window that has closed (all of them when `all`).
+    async fn flush(&mut self, all: bool) {
+        let window = self.window;
+        let closed: Vec<(String, String)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| all || o.opened.elapsed() >= window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in closed {
+            let Some(open) = self.open.remove(&k) else {
+                continue;
+            };
+            if open.more == 0 {
+                continue;
+            }
+            let mut summary = open.first;
+            summary.id = uuid::Uuid::new_v4().to_string();
+            summary.more = open.more;
+            summary.created = Utc::now();
+            if let Err(e) = self.store.put_job(&summary) {
+                error!(error = %e, "Cannot store a summary notification.");
+            }
+            self.send(summary).await;
+        }
+    }
+
+    async fn send(&mut self, mut job: Job) {
+        let msg = notify::render(&job, self.dry_run);
+        let Some(sns) = &self.sns else {
+            info!(notification_id = %msg.id, subject = %msg.subject, "Notification (no SNS topic configured).");
+            counter!(names::NOTIFICATIONS, "outcome" => "logged").increment(1);
+            let _ = self.store.remove_job(&job.id);
+            return;
+        };
+        match sns.publish(&msg).await {
+            Ok(message_id) => {
+                info!(notification_id = %msg.id, message_id = %message_id, subject = %msg.subject, "Notification sent.");
+                counter!(names::NOTIFICATIONS, "outcome" => "sent").increment(1);
+                self.retry.remove(&job.id);
+                if let Err(e) = self.store.remove_job(&job.id) {
+                    error!(error = %e, "Cannot remove a finished job; its notification may be sent again after a restart.");
+                }
+            }
+            Err(e) => {
+                job.notify_attempts += 1;
+                let backoff =
+                    Duration::from_secs(1u64 << job.notify_attempts.min(8)).min(Duration::from_secs(300));
+                warn!(notification_id = %msg.id, attempts = job.notify_attempts, error = %e, retry_in_s = backoff.as_secs(), "Notification failed; will retry.");
+                counter!(names::NOTIFICATIONS, "outcome" => "failed").increment(1);
+                let _ = self.store.put_job(&job);
+                self.retry.insert(job.id.clone(), (Instant::now() + backoff, job));
+            }
+        }
+        gauge!(names::NOTIFICATIONS_PENDING).set(self.retry.len() as f64);
+    }
+
+    async fn retry_failed(&mut self, all: bool) {
+        let due: Vec<String> = self
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| all || *at <= Instant::now())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some((_, job)) = self.retry.remove(&id) {
+                self.send(job).await;
+            }
+        }
+    }
+}
