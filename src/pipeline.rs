@@ -153,7 +153,9 @@ impl Poller {
     }
 
     /// Evaluates new records, stores seen ids and jobs atomically, and hands jobs to the worker.
-    fn handle(&self, records: Vec<String>) -> Result<(), crate::state::StateError> {
+    fn handle(&self, mut records: Vec<String>) -> Result<(), crate::state::StateError> {
+        // Pages come newest first; handle events in the order they happened.
+        records.reverse();
         let mut new_seen = Vec::new();
         let mut jobs = Vec::new();
         {
@@ -225,6 +227,7 @@ impl Poller {
 /// An aggregation window for one (rule, key): matches after the first are counted, not sent.
 struct Open {
     opened: Instant,
+    opened_at: DateTime<Utc>,
     first: Job,
     more: u64,
 }
@@ -287,10 +290,23 @@ impl Worker {
             f.key_arn.clone().unwrap_or_else(|| f.event_id.clone()),
         );
         if f.rule_id == rules::KEY_DELETION_SCHEDULED {
-            // A key scheduled again must be rescued again when it is next used.
+            // A key scheduled again after its rescue must be rescued again when next used; a
+            // schedule from before the rescue (read late, or in the same poll) changes nothing.
             if let Some(arn) = &f.key_arn {
-                self.open
-                    .remove(&(rules::PENDING_DELETION_USE.to_owned(), arn.clone()));
+                let use_key = (rules::PENDING_DELETION_USE.to_owned(), arn.clone());
+                let scheduled = f
+                    .event_time
+                    .as_deref()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+                let newer = self
+                    .open
+                    .get(&use_key)
+                    .is_some_and(|o| scheduled.is_some_and(|t| t > o.opened_at));
+                if newer {
+                    if let Some(open) = self.open.remove(&use_key) {
+                        self.summarize(open).await;
+                    }
+                }
             }
         }
         if aggregate && !self.window.is_zero() {
@@ -327,6 +343,7 @@ impl Worker {
                 key,
                 Open {
                     opened: Instant::now(),
+                    opened_at: Utc::now(),
                     first: job.clone(),
                     more: 0,
                 },
@@ -345,21 +362,25 @@ impl Worker {
             .map(|(k, _)| k.clone())
             .collect();
         for k in closed {
-            let Some(open) = self.open.remove(&k) else {
-                continue;
-            };
-            if open.more == 0 {
-                continue;
+            if let Some(open) = self.open.remove(&k) {
+                self.summarize(open).await;
             }
-            let mut summary = open.first;
-            summary.id = uuid::Uuid::new_v4().to_string();
-            summary.more = open.more;
-            summary.created = Utc::now();
-            if let Err(e) = self.store.put_job(&summary) {
-                error!(error = %e, "Cannot store a summary notification.");
-            }
-            self.send(summary).await;
         }
+    }
+
+    /// Sends the count of matches a closed window held back, if any.
+    async fn summarize(&mut self, open: Open) {
+        if open.more == 0 {
+            return;
+        }
+        let mut summary = open.first;
+        summary.id = uuid::Uuid::new_v4().to_string();
+        summary.more = open.more;
+        summary.created = Utc::now();
+        if let Err(e) = self.store.put_job(&summary) {
+            error!(error = %e, "Cannot store a summary notification.");
+        }
+        self.send(summary).await;
     }
 
     async fn send(&mut self, mut job: Job) {

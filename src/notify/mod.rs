@@ -39,6 +39,7 @@ fn short_principal(f: &Finding) -> String {
     }
 }
 
+/// A subject SNS accepts: no control characters, fewer than 100 characters.
 pub fn clean_subject(s: &str) -> String {
     let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if out.chars().count() > MAX_SUBJECT {
@@ -60,38 +61,34 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
     let key = short_key(f.key_arn.as_deref());
     let region = f.region.as_deref().unwrap_or("?");
     let sev = f.severity.as_str().to_uppercase();
-    let more = if job.more > 0 {
-        format!(" (+{} more)", job.more)
+    let who = short_principal(f);
+    let subject = if job.more > 0 {
+        format!("[{sev}] Key {key}: {} more {} ({region})", job.more, f.event_name)
     } else {
-        String::new()
+        match (f.rule_id.as_str(), job.remediation.as_ref().map(|r| r.outcome)) {
+            (rules::PENDING_DELETION_USE, Some(Outcome::Applied)) => {
+                format!("[{sev}] Key {key} in use: deletion cancelled ({region})")
+            }
+            (rules::PENDING_DELETION_USE, Some(Outcome::DryRun)) => {
+                format!("[{sev}] Key {key} in use: would cancel deletion ({region})")
+            }
+            (rules::PENDING_DELETION_USE, Some(Outcome::Failed)) => {
+                format!("[{sev}] Key {key} in use: cancel FAILED ({region})")
+            }
+            (rules::PENDING_DELETION_USE, Some(Outcome::NotActionable)) => {
+                format!("[{sev}] Key {key} in use, pending deletion, not actionable")
+            }
+            (rules::PENDING_DELETION_USE, _) => {
+                format!("[{sev}] Key {key} used while pending deletion ({region})")
+            }
+            (rules::KEY_DISABLED, _) => format!("[{sev}] Key {key} disabled by {who}"),
+            (rules::KEY_DELETION_SCHEDULED, _) => {
+                format!("[{sev}] Key {key} scheduled for deletion by {who}")
+            }
+            (other, _) => format!("[{sev}] {other}: {} {key}", f.event_name),
+        }
     };
-    let subject = match (f.rule_id.as_str(), job.remediation.as_ref().map(|r| r.outcome)) {
-        (rules::PENDING_DELETION_USE, Some(Outcome::Applied)) => {
-            format!("[{sev}] Deletion cancelled: key {key} was still in use ({region}){more}")
-        }
-        (rules::PENDING_DELETION_USE, Some(Outcome::DryRun)) => {
-            format!("[{sev}] Dry run: would cancel deletion of in-use key {key} ({region}){more}")
-        }
-        (rules::PENDING_DELETION_USE, Some(Outcome::Failed)) => {
-            format!("[{sev}] FAILED to cancel deletion of in-use key {key} ({region}){more}")
-        }
-        (rules::PENDING_DELETION_USE, Some(Outcome::NotActionable)) => {
-            format!("[{sev}] Key {key} pending deletion still in use, not actionable ({region}){more}")
-        }
-        (rules::PENDING_DELETION_USE, _) => {
-            format!("[{sev}] Key {key} used while pending deletion ({region}){more}")
-        }
-        (rules::KEY_DISABLED, _) => format!(
-            "[{sev}] KMS key {key} disabled by {} ({region}){more}",
-            short_principal(f)
-        ),
-        (rules::KEY_DELETION_SCHEDULED, _) => format!(
-            "[{sev}] KMS key {key} scheduled for deletion by {} ({region}){more}",
-            short_principal(f)
-        ),
-        (other, _) => format!("[{sev}] {other}: {} {key} ({region}){more}", f.event_name),
-    };
-    let subject = clean_subject(&format!("trailguard {subject}"));
+    let subject = clean_subject(&subject);
 
     let dash = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned();
     let mut text = String::new();
@@ -264,10 +261,9 @@ mod tests {
     fn rescue_message_tells_the_whole_story() {
         let m = render(&job(PENDING, Some(applied())), false);
         assert!(m.subject.chars().count() < 100, "{}", m.subject);
-        assert!(
-            m.subject.contains("Deletion cancelled") && m.subject.contains("1234abcd"),
-            "{}",
-            m.subject
+        assert_eq!(
+            m.subject,
+            "[CRITICAL] Key 1234abcd-12ab-34cd-56ef-1234567890ab in use: deletion cancelled (ap-southeast-2)"
         );
         for needle in [
             "arn:aws:kms:ap-southeast-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",

@@ -1,0 +1,346 @@
+//! Helpers for end-to-end tests: a sandbox, SDK clients, a trailguard subprocess.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kms::config::Credentials;
+use serde_json::Value;
+use trailguard_sandbox::{IdentitySpec, Sandbox};
+
+pub const ADMIN: &str = "AKIAADMINTEST";
+pub const APP: &str = "AKIAAPPROLETEST";
+pub const GUARD: &str = "AKIATRAILGUARD";
+
+pub struct World {
+    pub sb: Sandbox,
+    pub kms: aws_sdk_kms::Client,
+    pub app_kms: aws_sdk_kms::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub topic_arn: String,
+    pub queue_url: String,
+    pub dir: PathBuf,
+}
+
+pub async fn sdk(sb: &Sandbox, key: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(sb.endpoint_url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key, "secret", None, None, "test"))
+        .load()
+        .await
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let sb = Sandbox::start_default()
+            .await
+            .expect("sandbox starts (run tests/setup.sh first)");
+        sb.state().set_identity(
+            APP,
+            IdentitySpec::AssumedRole {
+                role_name: "billing-app".into(),
+                session_name: "i-0abc123".into(),
+                account_id: None,
+            },
+        );
+        sb.state().set_identity(
+            ADMIN,
+            IdentitySpec::IAMUser {
+                user_name: "ops-admin".into(),
+                account_id: None,
+            },
+        );
+        let admin = sdk(&sb, ADMIN).await;
+        let sns = aws_sdk_sns::Client::new(&admin);
+        let sqs = aws_sdk_sqs::Client::new(&admin);
+        let topic_arn = sns
+            .create_topic()
+            .name("trailguard-alerts")
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("alerts")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("trailguard-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            kms: aws_sdk_kms::Client::new(&admin),
+            app_kms: aws_sdk_kms::Client::new(&sdk(&sb, APP).await),
+            sqs,
+            sb,
+            topic_arn,
+            queue_url,
+            dir,
+        }
+    }
+
+    /// A key with an alias, scheduled for deletion; returns its ARN and a ciphertext made with it.
+    pub async fn doomed_key(&self, alias: &str) -> (String, aws_smithy_types::Blob) {
+        let key = self
+            .kms
+            .create_key()
+            .description("payments")
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        let arn = key.arn().unwrap().to_owned();
+        self.kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(key.key_id())
+            .send()
+            .await
+            .unwrap();
+        let ct = self
+            .app_kms
+            .encrypt()
+            .key_id(alias)
+            .plaintext(b"card data".as_slice().into())
+            .send()
+            .await
+            .unwrap();
+        self.kms
+            .schedule_key_deletion()
+            .key_id(&arn)
+            .pending_window_in_days(7)
+            .send()
+            .await
+            .unwrap();
+        (arn, ct.ciphertext_blob.unwrap())
+    }
+
+    pub async fn key_state(&self, arn: &str) -> (String, bool) {
+        let m = self
+            .kms
+            .describe_key()
+            .key_id(arn)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        (
+            m.key_state().unwrap().as_str().to_owned(),
+            m.deletion_date().is_some(),
+        )
+    }
+
+    pub fn config(&self, extra: &str, port: u16) -> PathBuf {
+        let path = self.dir.join("trailguard.toml");
+        let text = format!(
+            "[aws]\nregions = [\"us-east-1\"]\n[cloudtrail]\npoll_interval = \"5s\"\nlookback_interval = \"10s\"\n\
+             [notify]\nsns_topic_arn = \"{}\"\naggregation_window = \"30s\"\n[state]\ndir = \"{}\"\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"20s\"\n{extra}",
+            self.topic_arn,
+            self.dir.join("state").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every SNS notification delivered to the queue so far: (subject, machine JSON, attributes).
+    pub async fn notifications(&self) -> Vec<(String, Value, Value)> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let msgs = got.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            for m in msgs {
+                let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+                let body: Value = serde_json::from_str(envelope["Message"].as_str().unwrap())
+                    .unwrap_or_else(|_| panic!("the sqs protocol gets the JSON form: {envelope}"));
+                out.push((
+                    envelope["Subject"].as_str().unwrap_or_default().to_owned(),
+                    body,
+                    envelope["MessageAttributes"].clone(),
+                ));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `trailguard` process; killed on drop.
+pub struct Guard {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Guard {
+    pub fn start(world: &World, config: &Path, port: u16, args: &[&str]) -> Self {
+        let log = world.dir.join(format!("trailguard-{}.log", uuid::Uuid::new_v4()));
+        let child = Command::new(env!("CARGO_BIN_EXE_trailguard"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("AWS_ENDPOINT_URL", world.sb.endpoint_url())
+            .env("AWS_ACCESS_KEY_ID", GUARD)
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("TRAILGUARD_LOG", "trailguard=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, port, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        let status = out.get(9..12)?.parse().ok()?;
+        Some((
+            status,
+            out.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        ))
+    }
+
+    pub async fn wait_ready(&mut self) {
+        for _ in 0..200 {
+            if let Some((200, _)) = self.get("/readyz").await {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("trailguard exited with {status}:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("trailguard never became ready:\n{}", self.logs());
+    }
+
+    /// The value of one metric series in `/metrics` (0 if absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await.expect("metrics endpoint answers");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then the exit status, which must come within `limit`.
+    pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "trailguard did not stop within {limit:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` returns Some, up to `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,296 @@
+//! trailguard end to end: the binary as a subprocess against the sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// One poll interval (5 s in these tests) plus slack for a debug build.
+const ONE_POLL: Duration = Duration::from_secs(8);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rescues_a_key_pending_deletion_that_is_still_in_use() {
+    let world = World::new().await;
+    let (arn, ciphertext) = world.doomed_key("alias/payments-prod").await;
+    let port = free_port();
+    let mut guard = Guard::start(&world, &world.config("", port), port, &[]);
+    guard.wait_ready().await;
+
+    // The application still decrypts with the key: the call fails and lands in CloudTrail.
+    let err = world
+        .app_kms
+        .decrypt()
+        .ciphertext_blob(ciphertext)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_kms_invalid_state_exception());
+
+    let rescued = eventually(ONE_POLL, || async {
+        let (state, pending) = world.key_state(&arn).await;
+        (state == "Disabled" && !pending).then_some(())
+    })
+    .await;
+    assert!(
+        rescued.is_some(),
+        "key not rescued within one poll:\n{}",
+        guard.logs()
+    );
+
+    let notes = eventually(Duration::from_secs(5), || async {
+        let n = world.notifications().await;
+        (!n.is_empty()).then_some(n)
+    })
+    .await
+    .expect("a notification arrives");
+    let rescue: Vec<_> = notes
+        .iter()
+        .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
+        .collect();
+    assert_eq!(rescue.len(), 1, "exactly one rescue notification: {notes:#?}");
+    let (subject, body, attrs) = rescue[0];
+    assert!(
+        subject.chars().count() < 100 && subject.contains("deletion cancelled"),
+        "{subject}"
+    );
+    assert!(
+        !subject.ends_with('…'),
+        "the subject fits without cutting: {subject}"
+    );
+    assert_eq!(body["finding"]["key_arn"], arn);
+    assert_eq!(
+        body["finding"]["principal_arn"],
+        "arn:aws:sts::123456789012:assumed-role/billing-app/i-0abc123"
+    );
+    assert_eq!(body["finding"]["event_name"], "Decrypt");
+    assert_eq!(body["remediation"]["outcome"], "applied");
+    assert_eq!(body["remediation"]["state_after"], "Disabled");
+    assert_eq!(attrs["rule_id"]["Value"], "kms_pending_deletion_use");
+    assert_eq!(attrs["outcome"]["Value"], "applied");
+    // The schedule itself was a finding too, named with who did it.
+    let scheduled: Vec<_> = notes
+        .iter()
+        .filter(|(_, b, _)| b["rule_id"] == "kms_key_deletion_scheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(
+        scheduled[0].1["finding"]["principal_arn"],
+        "arn:aws:iam::123456789012:user/ops-admin"
+    );
+
+    assert_eq!(
+        guard
+            .metric("trailguard_findings_total{rule_id=\"kms_pending_deletion_use\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        guard
+            .metric("trailguard_remediations_total{action=\"cancel_key_deletion\",outcome=\"applied\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        guard
+            .metric("trailguard_notifications_total{outcome=\"sent\"}")
+            .await
+            >= 2.0
+    );
+    assert_eq!(world.sb.state().counter("kms.CancelKeyDeletion"), 1);
+
+    let status = guard.terminate(Duration::from_secs(25)).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_changes_nothing_and_says_what_it_would_do() {
+    let world = World::new().await;
+    let (arn, ciphertext) = world.doomed_key("alias/reports").await;
+    let port = free_port();
+    let mut guard = Guard::start(&world, &world.config("", port), port, &["--dry-run"]);
+    guard.wait_ready().await;
+    let _ = world
+        .app_kms
+        .decrypt()
+        .ciphertext_blob(ciphertext)
+        .send()
+        .await
+        .unwrap_err();
+    let notes = eventually(ONE_POLL + Duration::from_secs(4), || async {
+        let n: Vec<_> = world
+            .notifications()
+            .await
+            .into_iter()
+            .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
+            .collect();
+        (!n.is_empty()).then_some(n)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no dry-run notification:\n{}", guard.logs()));
+    assert_eq!(notes[0].1["remediation"]["outcome"], "dry_run");
+    assert_eq!(notes[0].1["dry_run"], true);
+    assert!(notes[0].0.contains("would cancel"), "{}", notes[0].0);
+    assert_eq!(world.key_state(&arn).await, ("PendingDeletion".to_owned(), true));
+    assert_eq!(world.sb.state().counter("kms.CancelKeyDeletion"), 0);
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_does_not_repeat_the_rescue_or_the_message() {
+    let world = World::new().await;
+    let (arn, ciphertext) = world.doomed_key("alias/ledger").await;
+    let port = free_port();
+    let config = world.config("", port);
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    let _ = world
+        .app_kms
+        .decrypt()
+        .ciphertext_blob(ciphertext)
+        .send()
+        .await
+        .unwrap_err();
+    eventually(ONE_POLL, || async {
+        (world.key_state(&arn).await.0 == "Disabled").then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not rescued:\n{}", guard.logs()));
+    eventually(Duration::from_secs(5), || async {
+        (world.sb.state().counter("sns.Publish") >= 2).then_some(())
+    })
+    .await
+    .expect("notifications published");
+    // kill -9: no chance to flush anything.
+    guard.signal("KILL");
+    let _ = guard.child.wait();
+    let publishes = world.sb.state().counter("sns.Publish");
+
+    let mut again = Guard::start(&world, &config, port, &[]);
+    again.wait_ready().await;
+    // Let it poll (and look back over the same events) a few times.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        world.sb.state().counter("kms.CancelKeyDeletion"),
+        1,
+        "rescue not repeated:\n{}",
+        again.logs()
+    );
+    assert_eq!(
+        world.sb.state().counter("sns.Publish"),
+        publishes,
+        "no message repeated:\n{}",
+        again.logs()
+    );
+    assert!(
+        again
+            .metric("trailguard_cloudtrail_duplicate_events_total{region=\"us-east-1\"}")
+            .await
+            >= 1.0
+    );
+    assert!(again.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_straggler_delivered_ten_minutes_late_is_still_caught() {
+    let world = World::new().await;
+    let (arn, _) = world.doomed_key("alias/archive").await;
+    let port = free_port();
+    let mut guard = Guard::start(&world, &world.config("", port), port, &[]);
+    guard.wait_ready().await;
+    // Let the head move past the event's time: it arrives long after the poll that covered it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let event_time = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let record = json!({
+        "eventVersion": "1.08", "eventID": "straggler-1", "eventTime": event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
+        "errorCode": "KMSInvalidStateException", "errorMessage": format!("{arn} is pending deletion."),
+        "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/batch/nightly", "accountId": "123456789012"},
+        "readOnly": true, "recipientAccountId": "123456789012", "eventType": "AwsApiCall",
+        "resources": [{"accountId": "123456789012", "type": "AWS::KMS::Key", "ARN": arn}]
+    });
+    world
+        .sb
+        .state()
+        .inject_records(record.to_string().as_bytes(), Some(0.0), false)
+        .unwrap();
+    // Caught by the next lookback (every 10 s in this test's config).
+    let rescued = eventually(Duration::from_secs(20), || async {
+        let (state, pending) = world.key_state(&arn).await;
+        (state == "Disabled" && !pending).then_some(())
+    })
+    .await;
+    assert!(rescued.is_some(), "straggler missed:\n{}", guard.logs());
+    let notes = eventually(Duration::from_secs(5), || async {
+        let n: Vec<_> = world
+            .notifications()
+            .await
+            .into_iter()
+            .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
+            .collect();
+        (!n.is_empty()).then_some(n)
+    })
+    .await
+    .expect("notified");
+    assert_eq!(notes[0].1["finding"]["event_id"], "straggler-1");
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_failures_make_one_message_and_a_count() {
+    let world = World::new().await;
+    let (arn, _) = world.doomed_key("alias/hot").await;
+    // Many failed calls on the same key, as CloudTrail would record them.
+    let now = chrono::Utc::now();
+    let records: Vec<_> = (0..200)
+        .map(|i| {
+            json!({"eventVersion": "1.08", "eventID": format!("hot-{i}"),
+                   "eventTime": (now - chrono::Duration::seconds(i % 50)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                   "eventSource": "kms.amazonaws.com", "eventName": "GenerateDataKey", "awsRegion": "us-east-1",
+                   "errorCode": "KMSInvalidStateException", "errorMessage": format!("{arn} is pending deletion."),
+                   "recipientAccountId": "123456789012", "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/web/i-1", "accountId": "123456789012"}})
+        })
+        .collect();
+    world
+        .sb
+        .state()
+        .inject_records(
+            serde_json::to_string(&records).unwrap().as_bytes(),
+            Some(0.0),
+            false,
+        )
+        .unwrap();
+    let port = free_port();
+    let config = world.config("", port);
+    // A short aggregation window so the summary comes during the test.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("aggregation_window = \"30s\"", "aggregation_window = \"6s\"");
+    std::fs::write(&config, text).unwrap();
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let notes: Vec<_> = world
+        .notifications()
+        .await
+        .into_iter()
+        .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
+        .collect();
+    assert_eq!(
+        notes.len(),
+        2,
+        "one message, then one summary: {:#?}\n{}",
+        notes.iter().map(|n| &n.0).collect::<Vec<_>>(),
+        guard.logs()
+    );
+    assert_eq!(notes[0].1["repeats"], 0);
+    assert_eq!(notes[1].1["repeats"], 199);
+    assert!(notes[1].0.contains("199 more GenerateDataKey"), "{}", notes[1].0);
+    assert_eq!(
+        world.sb.state().counter("kms.CancelKeyDeletion"),
+        1,
+        "one rescue for the key"
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
