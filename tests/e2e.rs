@@ -7,6 +7,31 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String);
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String) {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is installed (tests/setup.sh installs Debian's prometheus package)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
 /// One poll interval (5 s in these tests) plus slack for a debug build.
 const ONE_POLL: Duration = Duration::from_secs(8);
 
@@ -99,6 +124,22 @@ async fn rescues_a_key_pending_deletion_that_is_still_in_use() {
             >= 2.0
     );
     assert_eq!(world.sb.state().counter("kms.CancelKeyDeletion"), 1);
+
+    // The exposition passes promtool's lint.
+    let (_, metrics) = guard.get("/metrics").await.unwrap();
+    for name in [
+        "trailguard_build_info",
+        "trailguard_cloudtrail_polls_total",
+        "trailguard_cloudtrail_lag_seconds",
+        "trailguard_cloudtrail_events_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(metrics.as_bytes());
+    assert!(promtool.0.success(), "promtool check metrics: {}", promtool.1);
 
     let status = guard.terminate(Duration::from_secs(25)).await;
     assert!(status.success(), "exit status {status}");

@@ -11,6 +11,19 @@ root="$(cd "$here/.." && pwd)"
 venv="${TRAILGUARD_VENV:-$root/.venv}"
 req="$here/requirements.txt"
 
+# Debian packages the tests use: promtool (package prometheus) checks the metrics output.
+# Installed when missing and we may (root, as in CI); otherwise say what to install.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian package prometheus (for promtool)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: promtool not found; install it (Debian: apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+
 stamp="$venv/.trailguard-requirements"
 if [ -x "$venv/bin/moto_server" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
   echo "setup: $venv is up to date (moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)'))"
