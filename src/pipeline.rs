@@ -302,22 +302,21 @@ impl Worker {
                     .open
                     .get(&use_key)
                     .is_some_and(|o| scheduled.is_some_and(|t| t > o.opened_at));
-                if newer {
-                    if let Some(open) = self.open.remove(&use_key) {
-                        self.summarize(open).await;
-                    }
+                if newer && let Some(open) = self.open.remove(&use_key) {
+                    self.summarize(open).await;
                 }
             }
         }
-        if aggregate && !self.window.is_zero() {
-            if let Some(open) = self.open.get_mut(&key) {
-                open.more += 1;
-                counter!(names::NOTIFICATIONS, "outcome" => "aggregated").increment(1);
-                if let Err(e) = self.store.remove_job(&job.id) {
-                    error!(error = %e, "Cannot remove an aggregated job.");
-                }
-                return;
+        if aggregate
+            && !self.window.is_zero()
+            && let Some(open) = self.open.get_mut(&key)
+        {
+            open.more += 1;
+            counter!(names::NOTIFICATIONS, "outcome" => "aggregated").increment(1);
+            if let Err(e) = self.store.remove_job(&job.id) {
+                error!(error = %e, "Cannot remove an aggregated job.");
             }
+            return;
         }
         if !job.remediated {
             let r = self

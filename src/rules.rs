@@ -157,12 +157,11 @@ fn is_key_arn(s: &str) -> bool {
 
 /// The key ARN a record is about (see the module docs for the order).
 pub fn key_arn(r: &Record) -> Option<String> {
-    if let Some(msg) = r.error_message.as_deref() {
-        if let Some(first) = msg.split_whitespace().next() {
-            if is_key_arn(first) {
-                return Some(first.to_owned());
-            }
-        }
+    if let Some(msg) = r.error_message.as_deref()
+        && let Some(first) = msg.split_whitespace().next()
+        && is_key_arn(first)
+    {
+        return Some(first.to_owned());
     }
     if let Some(id) = r.response_str("keyId").filter(|k| is_key_arn(k)) {
         return Some(id.to_owned());

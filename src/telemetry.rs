@@ -96,13 +96,16 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
+/// Per region: when polling was last attempted, and when it last succeeded.
+type PollTimes = HashMap<String, (Option<Instant>, Option<Instant>)>;
+
 /// What `/healthz` and `/readyz` report: per region, when polling was last attempted and last
 /// succeeded.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
     poll_interval: Duration,
-    regions: Mutex<HashMap<String, (Option<Instant>, Option<Instant>)>>,
+    regions: Mutex<PollTimes>,
 }
 
 impl Health {
@@ -115,7 +118,7 @@ impl Health {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<Instant>, Option<Instant>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PollTimes> {
         self.regions.lock().unwrap_or_else(|e| e.into_inner())
     }
 

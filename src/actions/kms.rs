@@ -120,15 +120,15 @@ impl KmsRemediator {
             r.detail = format!("{arn} is not a KMS key ARN");
             return r;
         };
-        if let Some(acct) = account {
-            if acct != owner {
-                r.outcome = Outcome::NotActionable;
-                r.detail = format!(
-                    "the key belongs to account {owner}, not {acct} where trailguard runs; \
+        if let Some(acct) = account
+            && acct != owner
+        {
+            r.outcome = Outcome::NotActionable;
+            r.detail = format!(
+                "the key belongs to account {owner}, not {acct} where trailguard runs; \
                      CancelKeyDeletion only works in the owning account: cancel it there"
-                );
-                return r;
-            }
+            );
+            return r;
         }
         let client = self.client(region);
         let (before, deletion) = match self.state(&client, arn, &mut r.steps).await {

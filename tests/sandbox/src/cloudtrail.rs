@@ -243,13 +243,13 @@ fn parse_query(body: &Value, now: DateTime<Utc>) -> Result<Query, LookupError> {
             ));
         }
     };
-    if let Some(cat) = body.get("EventCategory").filter(|v| !v.is_null()) {
-        if cat.as_str() != Some("insight") {
-            return Err(invalid(
-                "InvalidEventCategoryException",
-                "Event category is not valid. Valid value: insight",
-            ));
-        }
+    if let Some(cat) = body.get("EventCategory").filter(|v| !v.is_null())
+        && cat.as_str() != Some("insight")
+    {
+        return Err(invalid(
+            "InvalidEventCategoryException",
+            "Event category is not valid. Valid value: insight",
+        ));
     }
     let start = match body.get("StartTime").filter(|v| !v.is_null()) {
         Some(v) => epoch(v)
@@ -365,7 +365,7 @@ pub fn lookup(
             Some((t, s)) => (e.event_time.timestamp_millis(), e.seq) < (t, s),
         })
         .collect();
-    hits.sort_by(|a, b| (b.event_time, b.seq).cmp(&(a.event_time, a.seq)));
+    hits.sort_by_key(|e| std::cmp::Reverse((e.event_time, e.seq)));
     let more = hits.len() > q.max_results;
     hits.truncate(q.max_results);
     let events: Vec<Value> = hits.iter().map(|e| event_json(e)).collect();

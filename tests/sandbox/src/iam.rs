@@ -126,10 +126,10 @@ fn rewrite_list(ctx: &Ctx, text: &str) -> String {
         };
         out.push_str(&rest[..a]);
         let mut member = rest[a..b].to_owned();
-        if let Some(id) = between(&member, "<AccessKeyId>", "</AccessKeyId>") {
-            if let Some(date) = overrides(ctx, id.trim()).and_then(|o| o.create_date) {
-                member = replace_tag(&member, "CreateDate", &xml_time(date));
-            }
+        if let Some(id) = between(&member, "<AccessKeyId>", "</AccessKeyId>")
+            && let Some(date) = overrides(ctx, id.trim()).and_then(|o| o.create_date)
+        {
+            member = replace_tag(&member, "CreateDate", &xml_time(date));
         }
         out.push_str(&member);
         rest = &rest[b..];
@@ -266,13 +266,13 @@ fn response_elements(op: &str, text: &str) -> Value {
 pub fn mark_used(shared: &crate::state::Shared, access_key_id: &str, service: &str, region: &str) {
     let now = shared.now();
     let mut st = shared.lock();
-    if let Some(o) = st.key_overrides.get_mut(access_key_id) {
-        if o.last_used.is_some() {
-            o.last_used = Some(Some(LastUsed {
-                date: now,
-                service: service.to_owned(),
-                region: region.to_owned(),
-            }));
-        }
+    if let Some(o) = st.key_overrides.get_mut(access_key_id)
+        && o.last_used.is_some()
+    {
+        o.last_used = Some(Some(LastUsed {
+            date: now,
+            service: service.to_owned(),
+            region: region.to_owned(),
+        }));
     }
 }

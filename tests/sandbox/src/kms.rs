@@ -155,10 +155,10 @@ pub fn refusal(op: &str, key: &KeyMeta) -> Option<(&'static str, String)> {
             )
         });
     }
-    if let Some(what) = pending {
-        if CRYPTOGRAPHIC.contains(&op) || NOT_WHILE_PENDING.contains(&op) {
-            return Some(("KMSInvalidStateException", format!("{} is {what}.", key.arn)));
-        }
+    if let Some(what) = pending
+        && (CRYPTOGRAPHIC.contains(&op) || NOT_WHILE_PENDING.contains(&op))
+    {
+        return Some(("KMSInvalidStateException", format!("{} is {what}.", key.arn)));
     }
     if key.state == "Disabled" && CRYPTOGRAPHIC.contains(&op) {
         return Some(("DisabledException", format!("{} is disabled.", key.arn)));
