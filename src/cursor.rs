@@ -28,8 +28,9 @@
 //!
 //! # API cost
 //!
-//! On an idle region (every read fits one page): `3600/poll_interval + 3600/S` requests an hour;
-//! with the defaults (15 s, S = 5 min) 240 + 12 = **252 requests/hour** (0.07/s).
+//! On an idle region (every read fits one page): `3600/poll_interval` requests an hour, since a
+//! due lookback is merged into that poll's single read; with the default 15 s, **240
+//! requests/hour** (0.07/s; measured in BENCHMARKS.md).
 //! With R KMS events per second in the region, reads cost about
 //! `3600·R/50 · (1 + (D + S)/S)` requests an hour on top: with the defaults (D = 15 min) 5× the
 //! bare event volume, so one request per second (the default share) keeps up with about
