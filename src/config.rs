@@ -29,6 +29,16 @@ const KNOWN_KEYS: &[&str] = &[
     "server.shutdown_grace",
     "log.format",
     "log.level",
+    "iam.enabled",
+    "iam.sweep_interval",
+    "iam.max_key_age",
+    "iam.max_unused_age",
+    "iam.action",
+    "iam.delete_after_inactive",
+    "iam.max_actions_per_sweep",
+    "iam.credential_report_min_users",
+    "iam.max_requests_per_second",
+    "iam.exemptions",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +52,31 @@ struct RawConfig {
     state: RawState,
     server: RawServer,
     log: RawLog,
+    iam: RawIam,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIam {
+    enabled: Option<bool>,
+    sweep_interval: Option<String>,
+    max_key_age: Option<String>,
+    max_unused_age: Option<String>,
+    action: Option<String>,
+    delete_after_inactive: Option<String>,
+    max_actions_per_sweep: Option<i64>,
+    credential_report_min_users: Option<i64>,
+    max_requests_per_second: Option<f64>,
+    exemptions: Option<Vec<crate::iam::Exemption>>,
+}
+
+/// The IAM access-key sweep, when `iam.enabled`.
+#[derive(Debug, Clone)]
+pub struct IamConfig {
+    pub sweep_interval: Duration,
+    pub policy: crate::iam::Policy,
+    pub credential_report_min_users: usize,
+    pub max_requests_per_second: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +149,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub iam: Option<IamConfig>,
 }
 
 /// One thing wrong with the configuration.
@@ -449,10 +485,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let iam = validate_iam(raw.iam, &mut p);
+
     if !p.is_empty() {
         return Err(ConfigError { problems: p });
     }
     Ok(Config {
+        iam,
         dry_run: raw.dry_run.unwrap_or(false),
         regions,
         poll_interval,
@@ -469,6 +508,97 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_grace,
         log_format,
         log_level,
+    })
+}
+
+fn validate_iam(raw: RawIam, p: &mut Vec<Problem>) -> Option<IamConfig> {
+    let day = Duration::from_secs(86400);
+    let sweep_interval = duration(
+        p,
+        "iam.sweep_interval",
+        raw.sweep_interval.as_deref(),
+        "1h",
+        (Duration::from_secs(60), 7 * day),
+        "",
+    );
+    let max_key_age = duration(
+        p,
+        "iam.max_key_age",
+        raw.max_key_age.as_deref(),
+        "90d",
+        (day, 3650 * day),
+        "",
+    );
+    let max_unused_age = duration(
+        p,
+        "iam.max_unused_age",
+        raw.max_unused_age.as_deref(),
+        "90d",
+        (day, 3650 * day),
+        "",
+    );
+    let delete_after_inactive = duration(
+        p,
+        "iam.delete_after_inactive",
+        raw.delete_after_inactive.as_deref(),
+        "30d",
+        (day, 3650 * day),
+        "",
+    );
+    let action = match raw.action.as_deref().unwrap_or("notify") {
+        "notify" => crate::iam::KeyAction::Notify,
+        "deactivate" => crate::iam::KeyAction::Deactivate,
+        "delete" => crate::iam::KeyAction::Delete,
+        other => {
+            p.push(problem(
+                "iam.action",
+                format!("must be \"notify\", \"deactivate\" or \"delete\", got {other:?}"),
+            ));
+            crate::iam::KeyAction::Notify
+        }
+    };
+    let max_actions = raw.max_actions_per_sweep.unwrap_or(10);
+    if !(0..=10_000).contains(&max_actions) {
+        p.push(problem(
+            "iam.max_actions_per_sweep",
+            format!("must be between 0 and 10000, got {max_actions}"),
+        ));
+    }
+    let report_min = raw.credential_report_min_users.unwrap_or(500);
+    if report_min < 1 {
+        p.push(problem(
+            "iam.credential_report_min_users",
+            format!("must be at least 1, got {report_min}"),
+        ));
+    }
+    let rps = raw.max_requests_per_second.unwrap_or(5.0);
+    if !(rps > 0.0 && rps <= 100.0) {
+        p.push(problem(
+            "iam.max_requests_per_second",
+            format!("must be above 0 and at most 100, got {rps}"),
+        ));
+    }
+    let exemptions = raw.exemptions.unwrap_or_default();
+    for (i, e) in exemptions.iter().enumerate() {
+        if e.user.is_none() && e.path.is_none() && e.tag.is_none() && e.access_key_id.is_none() {
+            p.push(problem(
+                &format!("iam.exemptions[{i}]"),
+                "names nothing to exempt: set user, path, tag or access_key_id",
+            ));
+        }
+    }
+    raw.enabled.unwrap_or(false).then(|| IamConfig {
+        sweep_interval,
+        policy: crate::iam::Policy {
+            max_key_age,
+            max_unused_age,
+            action,
+            delete_after_inactive,
+            max_actions_per_sweep: max_actions.max(0) as usize,
+            exemptions,
+        },
+        credential_report_min_users: report_min.max(1) as usize,
+        max_requests_per_second: rps,
     })
 }
 
@@ -587,6 +717,29 @@ mod tests {
             c.sns_topic_arn.as_deref(),
             Some("arn:aws:sns:us-east-1:012345678901:alerts")
         );
+    }
+
+    #[test]
+    fn iam_section_is_validated_and_off_by_default() {
+        let f = file("[aws]\nregions = [\"eu-west-1\"]\n");
+        assert!(load_from(&f.0, vec![]).unwrap().iam.is_none());
+        let f = file(
+            "[aws]\nregions = [\"eu-west-1\"]\n[iam]\nenabled = true\naction = \"deactivate\"\nmax_key_age = \"120d\"\n\
+             [[iam.exemptions]]\nuser = \"ci-*\"\nexpires = \"2027-01-31\"\nreason = \"migration\"\n",
+        );
+        let iam = load_from(&f.0, vec![]).unwrap().iam.unwrap();
+        assert_eq!(iam.policy.action, crate::iam::KeyAction::Deactivate);
+        assert_eq!(iam.policy.max_key_age, Duration::from_secs(120 * 86400));
+        assert_eq!(iam.policy.max_actions_per_sweep, 10);
+        assert_eq!(
+            iam.policy.exemptions[0].expires.unwrap().to_string(),
+            "2027-01-31"
+        );
+        let f = file(
+            "[aws]\nregions = [\"eu-west-1\"]\n[iam]\nenabled = true\naction = \"purge\"\n[[iam.exemptions]]\nreason = \"x\"\n",
+        );
+        let e = load_from(&f.0, vec![]).unwrap_err();
+        assert_eq!(keys(&e), ["iam.action", "iam.exemptions[0]"]);
     }
 
     #[test]

@@ -19,12 +19,14 @@
 //! - [`actions::kms`]: the rescue (`DescribeKey`, `CancelKeyDeletion`, verify, optional `EnableKey`).
 //! - [`state`]: the redb store and the exactly-once protocol.
 //! - [`telemetry`]: logs, metric names, `/metrics`, `/healthz`, `/readyz`.
+//! - [`iam`]: stale IAM access keys: rules, exemptions, plan (pure); [`iam::sweep`] runs it.
 //! - [`pipeline`]: the only module that knows all of the above.
 
 pub mod actions;
 pub mod config;
 pub mod cursor;
 pub mod event;
+pub mod iam;
 pub mod notify;
 pub mod pipeline;
 pub mod rules;

@@ -89,7 +89,11 @@ async fn run(cfg: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let health = telemetry::Health::new(&cfg.regions, cfg.poll_interval);
+    let mut pollers = cfg.regions.clone();
+    if cfg.iam.is_some() {
+        pollers.push(pipeline::IAM_POLLER.to_owned());
+    }
+    let health = telemetry::Health::new(&pollers, cfg.poll_interval);
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;

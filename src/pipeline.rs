@@ -27,6 +27,77 @@ use crate::sources::cloudtrail::{CloudTrailSource, PollError};
 use crate::state::{Job, Store};
 use crate::telemetry::{Health, names};
 
+/// The name (cursor, health, metrics label) of the us-east-1 IAM event poller.
+pub const IAM_POLLER: &str = "us-east-1/iam";
+
+/// Runs the IAM sweep once at start, then every `interval`, until `shutdown`.
+async fn run_sweeps(
+    mut sweeper: crate::iam::sweep::Sweeper,
+    interval: Duration,
+    store: Arc<Store>,
+    sns: Option<Arc<SnsNotifier>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let started = Instant::now();
+        match sweeper.sweep(Utc::now()).await {
+            Ok(report) => {
+                counter!(names::IAM_SWEEPS, "outcome" => "ok").increment(1);
+                info!(
+                    users = report.users,
+                    keys = report.keys,
+                    findings = report.results.len(),
+                    calls = report.calls,
+                    credential_report = report.used_credential_report,
+                    "IAM sweep completed."
+                );
+                for (f, outcome, detail) in &report.results {
+                    if f.planned == crate::iam::Planned::Deactivate
+                        && *outcome == crate::state::Outcome::Applied
+                    {
+                        if let Err(e) = store.mark_deactivated(&f.key.access_key_id, Utc::now()) {
+                            error!(error = %e, "Cannot record a deactivation.");
+                        }
+                    }
+                    let msg = crate::iam::sweep::render(f, *outcome, detail, sweeper.dry_run);
+                    publish(sns.as_deref(), &msg).await;
+                }
+            }
+            Err(e) => {
+                counter!(names::IAM_SWEEPS, "outcome" => "failed").increment(1);
+                warn!(error = %e, "IAM sweep failed; it runs again at the next interval.");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(started + interval) => {}
+        }
+    }
+}
+
+/// Publishes a message that has no job behind it, retrying a few times.
+async fn publish(sns: Option<&SnsNotifier>, msg: &notify::Message) {
+    let Some(sns) = sns else {
+        info!(notification_id = %msg.id, subject = %msg.subject, "Notification (no SNS topic configured).");
+        counter!(names::NOTIFICATIONS, "outcome" => "logged").increment(1);
+        return;
+    };
+    for attempt in 0..4u32 {
+        match sns.publish(msg).await {
+            Ok(id) => {
+                info!(notification_id = %msg.id, message_id = %id, subject = %msg.subject, "Notification sent.");
+                counter!(names::NOTIFICATIONS, "outcome" => "sent").increment(1);
+                return;
+            }
+            Err(e) => {
+                counter!(names::NOTIFICATIONS, "outcome" => "failed").increment(1);
+                warn!(notification_id = %msg.id, attempt, error = %e, "Notification failed.");
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+            }
+        }
+    }
+}
+
 pub struct Daemon {
     pub config: Config,
     pub store: Arc<Store>,
@@ -40,10 +111,46 @@ impl Daemon {
         let tracker = TaskTracker::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(self.store.seen()?));
-        for region in &self.config.regions {
+        let mut sources: Vec<(String, String, &str)> = self
+            .config
+            .regions
+            .iter()
+            .map(|r| (r.clone(), r.clone(), "kms.amazonaws.com"))
+            .collect();
+        if self.config.iam.is_some() {
+            // IAM events are recorded in us-east-1 only.
+            sources.push((IAM_POLLER.to_owned(), "us-east-1".to_owned(), "iam.amazonaws.com"));
+        }
+        let sns = self
+            .config
+            .sns_topic_arn
+            .clone()
+            .map(|arn| Arc::new(SnsNotifier::new(&self.sdk, arn)));
+        if let Some(iam) = &self.config.iam {
+            let sweeper = crate::iam::sweep::Sweeper::new(
+                &self.sdk,
+                iam.policy.clone(),
+                self.config.dry_run,
+                iam.credential_report_min_users,
+                iam.max_requests_per_second,
+            );
+            tracker.spawn(run_sweeps(
+                sweeper,
+                iam.sweep_interval,
+                self.store.clone(),
+                sns.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for (name, region, event_source) in sources {
             let poller = Poller {
-                region: region.clone(),
-                source: CloudTrailSource::new(&self.sdk, region, self.config.max_requests_per_second),
+                region: name,
+                source: CloudTrailSource::new(
+                    &self.sdk,
+                    &region,
+                    event_source,
+                    self.config.max_requests_per_second,
+                ),
                 config: self.config.clone(),
                 store: self.store.clone(),
                 seen: seen.clone(),
@@ -59,11 +166,7 @@ impl Daemon {
                 self.config.dry_run,
                 self.config.enable_after_cancel,
             ),
-            sns: self
-                .config
-                .sns_topic_arn
-                .clone()
-                .map(|arn| SnsNotifier::new(&self.sdk, arn)),
+            sns,
             store: self.store.clone(),
             dry_run: self.config.dry_run,
             window: self.config.aggregation_window,
@@ -234,7 +337,7 @@ struct Open {
 
 struct Worker {
     kms: KmsRemediator,
-    sns: Option<SnsNotifier>,
+    sns: Option<Arc<SnsNotifier>>,
     store: Arc<Store>,
     dry_run: bool,
     window: Duration,

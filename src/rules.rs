@@ -60,10 +60,12 @@ pub struct Rule {
 pub const PENDING_DELETION_USE: &str = "kms_pending_deletion_use";
 pub const KEY_DISABLED: &str = "kms_key_disabled";
 pub const KEY_DELETION_SCHEDULED: &str = "kms_key_deletion_scheduled";
+pub const ACCESS_KEY_REACTIVATED: &str = "iam_access_key_reactivated";
+pub const ROOT_ACCESS_KEY_CREATED: &str = "iam_root_access_key_created";
 
 const PENDING_SUFFIXES: [&str; 2] = [" is pending deletion.", " is pending replica deletion."];
 
-pub const BUILTIN: [Rule; 3] = [
+pub const BUILTIN: [Rule; 5] = [
     Rule {
         id: PENDING_DELETION_USE,
         description: "A KMS call failed because its key is pending deletion: the key is still in use",
@@ -90,6 +92,31 @@ pub const BUILTIN: [Rule; 3] = [
         actions: &[Action::Notify],
         matches: |r| r.source() == "kms.amazonaws.com" && r.name() == "ScheduleKeyDeletion" && r.succeeded(),
     },
+    Rule {
+        id: ACCESS_KEY_REACTIVATED,
+        description: "An IAM access key was reactivated",
+        severity: Severity::High,
+        actions: &[Action::Notify],
+        matches: |r| {
+            r.source() == "iam.amazonaws.com"
+                && r.name() == "UpdateAccessKey"
+                && r.succeeded()
+                && r.request_str("status") == Some("Active")
+        },
+    },
+    Rule {
+        id: ROOT_ACCESS_KEY_CREATED,
+        description: "An access key was created for the root user",
+        severity: Severity::Critical,
+        actions: &[Action::Notify],
+        matches: |r| {
+            r.source() == "iam.amazonaws.com"
+                && r.name() == "CreateAccessKey"
+                && r.succeeded()
+                && r.user_identity.as_ref().and_then(|u| u.kind.as_deref()) == Some("Root")
+                && r.request_str("userName").is_none()
+        },
+    },
 ];
 
 /// One rule matching one record.
@@ -115,6 +142,11 @@ pub struct Finding {
     /// `responseElements.deletionDate` of a `ScheduleKeyDeletion`, as CloudTrail wrote it.
     pub deletion_date: Option<String>,
     pub key_state: Option<String>,
+    /// For IAM findings: the access key and its user.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
 }
 
 /// Every built-in rule that matches `record`.
@@ -138,7 +170,11 @@ fn finding(rule: &Rule, r: &Record) -> Finding {
         event_time: r.event_time.clone(),
         region: r.aws_region.clone(),
         account: r.account().map(str::to_owned),
-        key_arn: key_arn(r),
+        key_arn: if r.source().starts_with("kms") {
+            key_arn(r)
+        } else {
+            None
+        },
         key_alias: key_alias(r),
         principal_arn: r.principal_arn().map(str::to_owned),
         principal_type: identity.and_then(|i| i.kind.clone()),
@@ -148,6 +184,11 @@ fn finding(rule: &Rule, r: &Record) -> Finding {
         error_message: r.error_message.clone(),
         deletion_date: r.response_str("deletionDate").map(str::to_owned),
         key_state: r.response_str("keyState").map(str::to_owned),
+        access_key_id: r.request_str("accessKeyId").map(str::to_owned).or_else(|| {
+            let created = r.response_elements.as_ref()?.get("accessKey")?;
+            created.get("accessKeyId")?.as_str().map(str::to_owned)
+        }),
+        user_name: r.request_str("userName").map(str::to_owned),
     }
 }
 

@@ -34,6 +34,8 @@ use crate::rules::Finding;
 const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
 const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Access keys trailguard deactivated: key id → unix time, to report reactivations.
+const DEACTIVATED: TableDefinition<&str, i64> = TableDefinition::new("iam_deactivated");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -130,6 +132,7 @@ impl Store {
             db!(tx.open_table(CURSORS))?;
             db!(tx.open_table(SEEN))?;
             db!(tx.open_table(JOBS))?;
+            db!(tx.open_table(DEACTIVATED))?;
         }
         db!(tx.commit())?;
         Ok(Self { db })
@@ -198,6 +201,23 @@ impl Store {
             db!(j.remove(id))?;
         }
         db!(tx.commit())
+    }
+
+    /// Remembers that trailguard deactivated an access key.
+    pub fn mark_deactivated(&self, key_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        let tx = db!(self.db.begin_write())?;
+        {
+            let mut t = db!(tx.open_table(DEACTIVATED))?;
+            db!(t.insert(key_id, at.timestamp()))?;
+        }
+        db!(tx.commit())
+    }
+
+    /// When trailguard deactivated this access key, if it did.
+    pub fn deactivated(&self, key_id: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        let tx = db!(self.db.begin_read())?;
+        let t = db!(tx.open_table(DEACTIVATED))?;
+        Ok(db!(t.get(key_id))?.and_then(|v| DateTime::from_timestamp(v.value(), 0)))
     }
 
     /// Jobs not finished, oldest first.

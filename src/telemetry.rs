@@ -32,6 +32,9 @@ pub mod names {
     pub const NOTIFICATIONS: &str = "trailguard_notifications_total";
     pub const NOTIFICATIONS_PENDING: &str = "trailguard_notifications_pending";
     pub const AWS_ERRORS: &str = "trailguard_aws_errors_total";
+    pub const IAM_SWEEPS: &str = "trailguard_iam_sweeps_total";
+    pub const IAM_LAST_SWEEP: &str = "trailguard_iam_last_sweep_timestamp_seconds";
+    pub const IAM_KEYS_SEEN: &str = "trailguard_iam_access_keys";
 }
 
 /// Installs the Prometheus recorder and describes every metric.
@@ -71,6 +74,12 @@ pub fn install_metrics() -> PrometheusHandle {
     );
     describe_gauge!(NOTIFICATIONS_PENDING, "Notifications waiting in the outbox");
     describe_counter!(AWS_ERRORS, "AWS API errors by service and error code");
+    describe_counter!(IAM_SWEEPS, "IAM access-key sweeps by outcome (ok, failed)");
+    describe_gauge!(
+        IAM_LAST_SWEEP,
+        "Unix time of the last complete IAM access-key sweep"
+    );
+    describe_gauge!(IAM_KEYS_SEEN, "IAM access keys seen by the last sweep");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle
 }

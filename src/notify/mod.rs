@@ -82,6 +82,17 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
                 format!("[{sev}] Key {key} used while pending deletion ({region})")
             }
             (rules::KEY_DISABLED, _) => format!("[{sev}] Key {key} disabled by {who}"),
+            (rules::ACCESS_KEY_REACTIVATED, _) => format!(
+                "[{sev}] IAM key {} of {} reactivated by {who}",
+                f.access_key_id.as_deref().unwrap_or("?"),
+                f.user_name.as_deref().unwrap_or("?")
+            ),
+            (rules::ROOT_ACCESS_KEY_CREATED, _) => {
+                format!(
+                    "[{sev}] Root access key {} created by {who}",
+                    f.access_key_id.as_deref().unwrap_or("?")
+                )
+            }
             (rules::KEY_DELETION_SCHEDULED, _) => {
                 format!("[{sev}] Key {key} scheduled for deletion by {who}")
             }
@@ -136,7 +147,17 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         ),
     ];
     for (k, v) in &lines {
+        if f.key_arn.is_none() && matches!(*k, "Key" | "Alias" | "Key state" | "Deletion date") {
+            continue;
+        }
         text.push_str(&format!("  {k:<14} {v}\n"));
+    }
+    if let Some(id) = &f.access_key_id {
+        text.push_str(&format!(
+            "  {:<14} {id} (user {})\n",
+            "Access key",
+            f.user_name.as_deref().unwrap_or("-")
+        ));
     }
     if job.more > 0 {
         text.push_str(&format!(

@@ -1,5 +1,5 @@
-//! Reading CloudTrail event history with `LookupEvents`, filtered on
-//! `EventSource = kms.amazonaws.com`, every page of a [`Window`](crate::cursor::Window).
+//! Reading CloudTrail event history with `LookupEvents`, filtered on one `EventSource`
+//! (`kms.amazonaws.com` per region; `iam.amazonaws.com` in us-east-1), every page of a [`Window`](crate::cursor::Window).
 //! Which windows to read, and why, is in [`crate::cursor`].
 //!
 //! Requests are paced to `cloudtrail.max_requests_per_second` (default 1/s, half the API's
@@ -51,12 +51,18 @@ pub fn retryable(code: Option<&str>, status: Option<u16>) -> bool {
 pub struct CloudTrailSource {
     client: Client,
     region: String,
+    event_source: String,
     gap: Duration,
     last_request: Option<Instant>,
 }
 
 impl CloudTrailSource {
-    pub fn new(base: &aws_config::SdkConfig, region: &str, max_requests_per_second: f64) -> Self {
+    pub fn new(
+        base: &aws_config::SdkConfig,
+        region: &str,
+        event_source: &str,
+        max_requests_per_second: f64,
+    ) -> Self {
         let conf = aws_sdk_cloudtrail::config::Builder::from(base)
             .region(aws_sdk_cloudtrail::config::Region::new(region.to_owned()))
             // NOTE: retries are ours: a retried throttled call spends quota, so pacing and
@@ -66,6 +72,7 @@ impl CloudTrailSource {
         Self {
             client: Client::from_conf(conf),
             region: region.to_owned(),
+            event_source: event_source.to_owned(),
             gap: Duration::from_secs_f64(1.0 / max_requests_per_second),
             last_request: None,
         }
@@ -86,7 +93,7 @@ impl CloudTrailSource {
     ) -> Result<Vec<String>, PollError> {
         let attr = LookupAttribute::builder()
             .attribute_key(LookupAttributeKey::EventSource)
-            .attribute_value("kms.amazonaws.com")
+            .attribute_value(&self.event_source)
             .build()
             .expect("attribute key and value are set");
         let mut token: Option<String> = None;

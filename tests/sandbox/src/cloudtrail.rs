@@ -86,7 +86,7 @@ impl EventStore {
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now);
-        let resources = record
+        let mut resources: Vec<(Option<String>, String)> = record
             .get("resources")
             .and_then(Value::as_array)
             .map(|rs| {
@@ -101,6 +101,22 @@ impl EventStore {
                     .collect()
             })
             .unwrap_or_default();
+        // Event history derives IAM resources from the parameters (the access key, the user),
+        // so `ResourceName = <access key id>` finds a key's history.
+        if event_source == "iam.amazonaws.com" {
+            let param = |k: &str| {
+                record
+                    .get("requestParameters")
+                    .and_then(|p| p.get(k))
+                    .and_then(Value::as_str)
+            };
+            if let Some(key) = param("accessKeyId") {
+                resources.push((Some("AWS::IAM::AccessKey".into()), key.to_owned()));
+            }
+            if let Some(user) = param("userName") {
+                resources.push((Some("AWS::IAM::User".into()), user.to_owned()));
+            }
+        }
         let ev = StoredEvent {
             seq: self.seq,
             event_time,
