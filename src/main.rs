@@ -39,11 +39,38 @@ enum Command {
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Ask a running daemon whether it is ready (its /readyz); exit 0 if so, 1 if not.
+    /// For container health checks: the image has no shell or curl.
+    Health {
+        /// The daemon's `server.listen` address.
+        #[arg(long, env = "TRAILGUARD__SERVER__LISTEN", default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Ask /healthz (alive and polling) instead of /readyz.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Health { listen, live } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let path = if live { "/healthz" } else { "/readyz" };
+            match runtime.block_on(telemetry::probe(listen, path)) {
+                Ok(()) => {
+                    println!("trailguard at {listen}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("trailguard at {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate { config } => match config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

@@ -115,6 +115,7 @@ pub struct Health {
     started: Instant,
     poll_interval: Duration,
     regions: Mutex<PollTimes>,
+    notified: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -124,6 +125,7 @@ impl Health {
             started: Instant::now(),
             poll_interval,
             regions: Mutex::new(map),
+            notified: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -131,13 +133,20 @@ impl Health {
         self.regions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A poll loop ran: also the systemd watchdog ping (a no-op without `NOTIFY_SOCKET`).
     pub fn attempted(&self, region: &str) {
         self.lock().entry(region.to_owned()).or_default().0 = Some(Instant::now());
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
     }
 
+    /// A poll succeeded; once every poller has succeeded, tells systemd the service is ready.
     pub fn succeeded(&self, region: &str) {
         let now = Instant::now();
         *self.lock().entry(region.to_owned()).or_default() = (Some(now), Some(now));
+        if self.ready().is_ok() && !self.notified.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            tracing::info!("Ready: every poller has completed a poll.");
+        }
     }
 
     /// How stale a poll may be before the daemon is unhealthy or not ready: three intervals,
@@ -242,4 +251,38 @@ async fn respond(
 /// Binds the telemetry listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+/// `trailguard health`: asks a running daemon's `/readyz`; Ok(()) on HTTP 200.
+pub async fn probe(addr: SocketAddr, path: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A daemon listening on every address answers on loopback.
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| format!("{addr} did not answer within 3s"))??;
+    let status = out.get(9..12).unwrap_or("???");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim())
+        .unwrap_or_default();
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("{path} answered {status}: {body}"))
+    }
 }

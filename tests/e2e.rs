@@ -335,3 +335,46 @@ async fn a_thousand_failures_make_one_message_and_a_count() {
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_subcommand_answers_for_a_running_daemon_and_sigterm_stops_it_in_time() {
+    let world = World::new().await;
+    let port = free_port();
+    let health = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trailguard"))
+            .arg("health")
+            .args(args)
+            .env_remove("TRAILGUARD__SERVER__LISTEN")
+            .output()
+            .unwrap()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    assert!(
+        !health(&["--listen", &listen]).status.success(),
+        "nothing listens yet"
+    );
+    let mut guard = Guard::start(&world, &world.config("", port), port, &[]);
+    guard.wait_ready().await;
+    let out = health(&["--listen", &listen]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(health(&["--listen", &listen, "--live"]).status.success());
+    // The container sets the listen address through the environment.
+    let via_env = std::process::Command::new(env!("CARGO_BIN_EXE_trailguard"))
+        .arg("health")
+        .env("TRAILGUARD__SERVER__LISTEN", format!("0.0.0.0:{port}"))
+        .status()
+        .unwrap();
+    assert!(via_env.success());
+    // ECS sends SIGTERM and waits stopTimeout (60 s in deploy/cloudformation) before SIGKILL.
+    let started = std::time::Instant::now();
+    let status = guard.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "well within the grace period"
+    );
+    assert!(
+        !health(&["--listen", &listen]).status.success(),
+        "a stopped daemon is not healthy"
+    );
+}
