@@ -11,17 +11,32 @@ root="$(cd "$here/.." && pwd)"
 venv="${TRAILGUARD_VENV:-$root/.venv}"
 req="$here/requirements.txt"
 
-# Debian packages the tests use: promtool (package prometheus) checks the metrics output.
+# Debian packages the tests use: promtool (package prometheus) checks metrics and alert rules,
+# umoci assembles the container image, systemd-analyze checks the unit.
 # Installed when missing and we may (root, as in CI); otherwise say what to install.
-if ! command -v promtool >/dev/null 2>&1; then
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian package prometheus (for promtool)"
+    echo "setup: installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "setup: promtool not found; install it (Debian: apt-get install prometheus)" >&2
+    echo "setup: missing tools; install the Debian packages: ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# The deployment validators (cfn-lint, checkov, hadolint, parliament), pinned, in their own venv.
+deploy_venv="${TRAILGUARD_DEPLOY_VENV:-$root/.venv-deploy}"
+deploy_req="$here/requirements-deploy.txt"
+if ! { [ -x "$deploy_venv/bin/checkov" ] && cmp -s "$deploy_req" "$deploy_venv/.trailguard-requirements"; }; then
+  echo "setup: installing deployment validators into $deploy_venv"
+  "${PYTHON:-python3}" -m venv "$deploy_venv"
+  "$deploy_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$deploy_req"
+  cp "$deploy_req" "$deploy_venv/.trailguard-requirements"
 fi
 
 stamp="$venv/.trailguard-requirements"
