@@ -39,6 +39,8 @@ const KNOWN_KEYS: &[&str] = &[
     "iam.credential_report_min_users",
     "iam.max_requests_per_second",
     "iam.exemptions",
+    "rules",
+    "rules_dir",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +55,8 @@ struct RawConfig {
     server: RawServer,
     log: RawLog,
     iam: RawIam,
+    rules: Option<Vec<crate::rules::RawRule>>,
+    rules_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +154,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub iam: Option<IamConfig>,
+    /// The effective rules: built-ins, overridden and extended by `[[rules]]` and `rules_dir`.
+    pub rules: std::sync::Arc<crate::rules::RuleSet>,
 }
 
 /// One thing wrong with the configuration.
@@ -205,6 +211,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// As [`load`], with the environment given (tests).
 pub fn load_from(path: &Path, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+    let (raw, _) = read_raw(path, env)?;
+    validate(raw, path.parent())
+}
+
+fn read_raw(path: &Path, env: Vec<(String, String)>) -> Result<(RawConfig, ()), ConfigError> {
     if !path.exists() {
         return Err(ConfigError {
             problems: vec![problem(
@@ -264,7 +275,7 @@ pub fn load_from(path: &Path, env: Vec<(String, String)>) -> Result<Config, Conf
             problems: vec![Problem { key, message: msg }],
         }
     })?;
-    validate(raw)
+    Ok((raw, ()))
 }
 
 fn unknown_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<Problem>) {
@@ -358,7 +369,63 @@ fn is_region(r: &str) -> bool {
             .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+/// Loads the rules of a config: `[[rules]]` (keys `rules[i]...`), then `rules_dir` files.
+fn rule_set(
+    rules: Option<Vec<crate::rules::RawRule>>,
+    rules_dir: Option<String>,
+    base_dir: Option<&Path>,
+    p: &mut Vec<Problem>,
+) -> Option<crate::rules::RuleSet> {
+    use crate::rules::{RuleSet, RuleSource};
+    let mut sources = vec![RuleSource {
+        name: "config".into(),
+        key_prefix: "rules".into(),
+        base_dir: base_dir.map(Path::to_path_buf),
+        rules: rules.unwrap_or_default(),
+    }];
+    if let Some(dir) = rules_dir {
+        let dir = base_dir
+            .map(|b| b.join(&dir))
+            .unwrap_or_else(|| PathBuf::from(&dir));
+        match RuleSet::read_dir(&dir) {
+            Ok(more) => sources.extend(more),
+            Err(e) => {
+                p.push(Problem {
+                    key: e.key,
+                    message: e.message,
+                });
+                return None;
+            }
+        }
+    }
+    match RuleSet::load(sources) {
+        Ok(set) => Some(set),
+        Err(problems) => {
+            p.extend(problems.into_iter().map(|e| Problem {
+                key: e.key,
+                message: e.message,
+            }));
+            None
+        }
+    }
+}
+
+/// Loads only the rules of a config file (for `scan` and `rules`): a file holding only
+/// `[[rules]]` is enough. Without a file, the built-in rules.
+pub fn load_rules(path: Option<&Path>) -> Result<crate::rules::RuleSet, ConfigError> {
+    let Some(path) = path else {
+        return Ok(crate::rules::RuleSet::builtin());
+    };
+    let (mut raw, _) = read_raw(path, vec![])?;
+    let mut p = Vec::new();
+    let set = rule_set(raw.rules.take(), raw.rules_dir.take(), path.parent(), &mut p);
+    match set {
+        Some(set) if p.is_empty() => Ok(set),
+        _ => Err(ConfigError { problems: p }),
+    }
+}
+
+fn validate(mut raw: RawConfig, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
     let mut p = Vec::new();
     let secs = Duration::from_secs;
 
@@ -486,12 +553,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let iam = validate_iam(raw.iam, &mut p);
+    let rules = rule_set(raw.rules.take(), raw.rules_dir.take(), base_dir, &mut p);
 
     if !p.is_empty() {
         return Err(ConfigError { problems: p });
     }
     Ok(Config {
         iam,
+        rules: std::sync::Arc::new(rules.expect("no problems means the rules loaded")),
         dry_run: raw.dry_run.unwrap_or(false),
         regions,
         poll_interval,

@@ -290,7 +290,7 @@ impl Poller {
                     .unwrap_or_else(Utc::now);
                 new_seen.push((id, time));
                 counter!(names::EVENTS_READ, "region" => self.region.clone()).increment(1);
-                for finding in rules::evaluate(&record) {
+                for finding in self.config.rules.findings(text).unwrap_or_default() {
                     counter!(names::FINDINGS, "rule_id" => finding.rule_id.clone()).increment(1);
                     info!(
                         rule_id = %finding.rule_id,
@@ -300,7 +300,10 @@ impl Poller {
                         event_name = %finding.event_name,
                         "Rule matched."
                     );
-                    let needs_action = finding.actions.contains(&Action::CancelKeyDeletion);
+                    let needs_action = finding
+                        .actions
+                        .iter()
+                        .any(|a| matches!(a, Action::CancelKeyDeletion | Action::EnableKey));
                     jobs.push(Job {
                         id: uuid::Uuid::new_v4().to_string(),
                         finding,

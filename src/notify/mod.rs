@@ -103,11 +103,11 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
 
     let dash = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned();
     let mut text = String::new();
-    let description = rules::BUILTIN
-        .iter()
-        .find(|r| r.id == f.rule_id)
-        .map(|r| r.description)
-        .unwrap_or("");
+    let description = if f.description.is_empty() {
+        f.rule_id.as_str()
+    } else {
+        f.description.as_str()
+    };
     text.push_str(&format!("{description}.\n\nWHAT HAPPENED\n"));
     let lines: [(&str, String); 14] = [
         ("Rule", format!("{} ({})", f.rule_id, f.severity.as_str())),
@@ -238,12 +238,10 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Record;
     use crate::state::Remediation;
 
     fn job(rule_record: &str, remediation: Option<Remediation>) -> Job {
-        let r = Record::parse(rule_record).unwrap();
-        let f = rules::evaluate(&r).remove(0);
+        let f = rules::evaluate_json(rule_record).remove(0);
         Job {
             id: "n-1".into(),
             finding: f,

@@ -1,0 +1,496 @@
+//! Rule patterns compiled to the fields they read.
+//!
+//! All rules' selectors are merged into one trie. A record is deserialized once with a visitor
+//! that walks the trie: a key no rule reads is skipped with `IgnoredAny` (validated, nothing
+//! built), a key some rule reads is captured as a [`Scalar`] (strings borrowed from the input
+//! when they have no escapes). No tree is built per record. Every rule is then evaluated over
+//! the captured slots. Pure: no I/O.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::pattern::{self, Expr, Literal, Op, Selector, Step};
+
+/// The value at one selector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Missing,
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(Cow<'a, str>),
+    /// An object or array: present, but not comparable.
+    Container,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    slot: Option<usize>,
+    keys: Vec<(String, usize)>,
+    indices: Vec<(usize, usize)>,
+}
+
+#[derive(Debug)]
+enum CExpr {
+    And(Box<CExpr>, Box<CExpr>),
+    Or(Box<CExpr>, Box<CExpr>),
+    Compare { slot: usize, op: Op, value: Literal },
+    IsNull(usize),
+    NotExists(usize),
+    IsBool(usize, bool),
+}
+
+/// A set of patterns, compiled together.
+#[derive(Debug)]
+pub struct CompiledSet {
+    nodes: Vec<Node>,
+    slots: usize,
+    exprs: Vec<CExpr>,
+    selectors: Vec<Selector>,
+}
+
+impl CompiledSet {
+    pub fn new(patterns: &[&Expr]) -> Self {
+        let mut set = CompiledSet {
+            nodes: vec![Node::default()],
+            slots: 0,
+            exprs: Vec::new(),
+            selectors: Vec::new(),
+        };
+        for p in patterns {
+            let e = set.compile(p);
+            set.exprs.push(e);
+        }
+        set
+    }
+
+    /// The selectors the set reads (for `rules list` and docs).
+    pub fn selectors(&self) -> &[Selector] {
+        &self.selectors
+    }
+
+    fn slot(&mut self, sel: &Selector) -> usize {
+        let mut node = 0;
+        for step in sel {
+            let existing = match step {
+                Step::Key(k) => self.nodes[node]
+                    .keys
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, i)| *i),
+                Step::Index(i) => self.nodes[node]
+                    .indices
+                    .iter()
+                    .find(|(n, _)| n == i)
+                    .map(|(_, c)| *c),
+            };
+            node = match existing {
+                Some(c) => c,
+                None => {
+                    self.nodes.push(Node::default());
+                    let c = self.nodes.len() - 1;
+                    match step {
+                        Step::Key(k) => self.nodes[node].keys.push((k.clone(), c)),
+                        Step::Index(i) => self.nodes[node].indices.push((*i, c)),
+                    }
+                    c
+                }
+            };
+        }
+        match self.nodes[node].slot {
+            Some(s) => s,
+            None => {
+                self.nodes[node].slot = Some(self.slots);
+                self.selectors.push(sel.clone());
+                self.slots += 1;
+                self.slots - 1
+            }
+        }
+    }
+
+    fn compile(&mut self, e: &Expr) -> CExpr {
+        match e {
+            Expr::And(a, b) => CExpr::And(Box::new(self.compile(a)), Box::new(self.compile(b))),
+            Expr::Or(a, b) => CExpr::Or(Box::new(self.compile(a)), Box::new(self.compile(b))),
+            Expr::Compare { selector, op, value } => CExpr::Compare {
+                slot: self.slot(selector),
+                op: *op,
+                value: value.clone(),
+            },
+            Expr::IsNull(s) => CExpr::IsNull(self.slot(s)),
+            Expr::NotExists(s) => CExpr::NotExists(self.slot(s)),
+            Expr::IsBool(s, b) => CExpr::IsBool(self.slot(s), *b),
+        }
+    }
+
+    /// Reads the fields of one record (a JSON object).
+    pub fn extract<'de>(&self, json: &'de [u8]) -> Result<Vec<Scalar<'de>>, serde_json::Error> {
+        let mut slots = vec![Scalar::Missing; self.slots];
+        let mut de = serde_json::Deserializer::from_slice(json);
+        NodeSeed {
+            set: self,
+            node: 0,
+            slots: &mut slots,
+            top: true,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(slots)
+    }
+
+    /// Reads the fields of one record from any serde deserializer (streams).
+    pub fn extract_from<'de, D: Deserializer<'de>>(&self, d: D) -> Result<Vec<Scalar<'de>>, D::Error> {
+        let mut slots = vec![Scalar::Missing; self.slots];
+        NodeSeed {
+            set: self,
+            node: 0,
+            slots: &mut slots,
+            top: true,
+        }
+        .deserialize(d)?;
+        Ok(slots)
+    }
+
+    /// Whether pattern `i` matches the extracted fields.
+    pub fn matches(&self, i: usize, slots: &[Scalar<'_>]) -> bool {
+        eval(&self.exprs[i], slots)
+    }
+
+    pub fn len(&self) -> usize {
+        self.exprs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exprs.is_empty()
+    }
+}
+
+fn text_eq(value: &Literal, s: &Scalar<'_>) -> Option<bool> {
+    match (value, s) {
+        (Literal::Regex(re), Scalar::Str(v)) => Some(re.is_match(v)),
+        (Literal::Regex(_), _) => None,
+        (Literal::Text { text, wildcard, .. }, Scalar::Str(v)) => Some(if *wildcard {
+            pattern::wildcard(text, v)
+        } else {
+            text == v
+        }),
+        (Literal::Text { number: Some(n), .. }, Scalar::Num(v)) => Some(n == v),
+        (Literal::Text { text, .. }, Scalar::Bool(b)) => Some(text == if *b { "true" } else { "false" }),
+        _ => None,
+    }
+}
+
+fn eval(e: &CExpr, slots: &[Scalar<'_>]) -> bool {
+    match e {
+        CExpr::And(a, b) => eval(a, slots) && eval(b, slots),
+        CExpr::Or(a, b) => eval(a, slots) || eval(b, slots),
+        CExpr::IsNull(s) => slots[*s] == Scalar::Null,
+        CExpr::NotExists(s) => slots[*s] == Scalar::Missing,
+        CExpr::IsBool(s, b) => slots[*s] == Scalar::Bool(*b),
+        CExpr::Compare { slot, op, value } => {
+            let v = &slots[*slot];
+            match op {
+                Op::Eq => text_eq(value, v) == Some(true),
+                Op::Ne => text_eq(value, v) == Some(false),
+                Op::Lt | Op::Le | Op::Gt | Op::Ge => {
+                    let (Scalar::Num(x), Literal::Text { number: Some(n), .. }) = (v, value) else {
+                        return false;
+                    };
+                    match op {
+                        Op::Lt => x < n,
+                        Op::Le => x <= n,
+                        Op::Gt => x > n,
+                        _ => x >= n,
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct NodeSeed<'s, 'de> {
+    set: &'s CompiledSet,
+    node: usize,
+    slots: &'s mut Vec<Scalar<'de>>,
+    top: bool,
+}
+
+impl<'s, 'de> NodeSeed<'s, 'de> {
+    fn put(&mut self, v: Scalar<'de>) {
+        if let Some(s) = self.set.nodes[self.node].slot {
+            self.slots[s] = v;
+        }
+    }
+}
+
+impl<'s, 'de> DeserializeSeed<'de> for NodeSeed<'s, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A map key, borrowed when possible.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'s, 'de> Visitor<'de> for NodeSeed<'s, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.top {
+            "a CloudTrail record (a JSON object)"
+        } else {
+            "a JSON value"
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.put(Scalar::Container);
+        let node = &self.set.nodes[self.node];
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match node.keys.iter().find(|(n, _)| *n == *k) {
+                Some((_, child)) => map.next_value_seed(NodeSeed {
+                    set: self.set,
+                    node: *child,
+                    slots: self.slots,
+                    top: false,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        if self.top {
+            return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Seq, &self));
+        }
+        self.put(Scalar::Container);
+        let node = &self.set.nodes[self.node];
+        let mut i = 0;
+        loop {
+            let more = match node.indices.iter().find(|(n, _)| *n == i) {
+                Some((_, child)) => seq
+                    .next_element_seed(NodeSeed {
+                        set: self.set,
+                        node: *child,
+                        slots: self.slots,
+                        top: false,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(mut self, v: &'de str) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(mut self, v: &str) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Str(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+    fn visit_string<E: serde::de::Error>(mut self, v: String) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Str(Cow::Owned(v)));
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Num(v as f64));
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(mut self, v: u64) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Num(v as f64));
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(mut self, v: f64) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Num(v));
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.top_scalar()?;
+        self.put(Scalar::Null);
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+}
+
+impl<'s, 'de> NodeSeed<'s, 'de> {
+    fn top_scalar<E: serde::de::Error>(&self) -> Result<(), E> {
+        if self.top {
+            return Err(E::custom("a CloudTrail record must be a JSON object"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(pattern: &str, json: &str) -> bool {
+        let e = pattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        let set = CompiledSet::new(&[&e]);
+        let slots = set.extract(json.as_bytes()).unwrap();
+        set.matches(0, &slots)
+    }
+
+    const REC: &str = r#"{"eventSource":"kms.amazonaws.com","eventName":"Decrypt","readOnly":true,"n":42,"nul":null,
+        "errorMessage":"arn:aws:kms:us-east-1:1:key/k is pending deletion.","resources":[{"ARN":"arn:1","type":"AWS::KMS::Key"},{"ARN":"arn:2"}],
+        "with space":{"a b":"x"},"esc":"a\"b","requestParameters":null}"#;
+
+    #[test]
+    fn aws_and_cis_patterns_pasted_unchanged() {
+        assert!(check(
+            r#"{ $.eventSource = kms* && $.errorMessage = "* is pending deletion."}"#,
+            REC
+        ));
+        assert!(!check(
+            r#"{ ($.eventName = "DisableKey") || ($.eventName = "ScheduleKeyDeletion") }"#,
+            REC
+        ));
+        assert!(check(
+            r#"{ ($.eventName = "DisableKey") || ($.eventName = "Decrypt") }"#,
+            REC
+        ));
+        assert!(!check(
+            r#"{($.eventSource = kms.amazonaws.com) && (($.eventName=DisableKey)||($.eventName=ScheduleKeyDeletion))}"#,
+            REC
+        ));
+        assert!(check(
+            r#"{($.eventSource = kms.amazonaws.com) && (($.eventName=DisableKey)||($.eventName=Decrypt))}"#,
+            REC
+        ));
+    }
+
+    #[test]
+    fn operators_and_types() {
+        assert!(check("{ $.n = 42 }", REC));
+        assert!(check("{ $.n >= 42 && $.n < 43 && $.n > 41.5 && $.n <= 42 }", REC));
+        assert!(!check("{ $.n > 42 }", REC));
+        assert!(check("{ $.n != 41 }", REC));
+        assert!(check("{ $.eventName != Encrypt }", REC));
+        assert!(
+            !check("{ $.absent != Encrypt }", REC),
+            "a comparison on an absent field is false"
+        );
+        assert!(check("{ $.nul IS NULL }", REC));
+        assert!(!check("{ $.eventName IS NULL }", REC));
+        assert!(check("{ $.absent NOT EXISTS }", REC));
+        assert!(!check("{ $.nul NOT EXISTS }", REC));
+        assert!(
+            check("{ $.requestParameters.keyId NOT EXISTS }", REC),
+            "below a null parent"
+        );
+        assert!(check("{ $.readOnly IS TRUE }", REC));
+        assert!(!check("{ $.readOnly IS FALSE }", REC));
+        assert!(check("{ $.eventName = *crypt }", REC));
+        assert!(check(r#"{ $.errorMessage = "arn:*:key/*pending*" }"#, REC));
+        assert!(!check(r#"{ $.errorMessage = "*pending" }"#, REC));
+        assert!(check("{ $.eventName = %^De.*t$% }", REC));
+        assert!(check("{ $.eventName != %^En% }", REC));
+        assert!(check(r#"{ $.esc = "a\"b" }"#, REC));
+    }
+
+    #[test]
+    fn selectors_with_indexes_and_quoted_keys() {
+        assert!(check(r#"{ $.resources[0].ARN = "arn:1" }"#, REC));
+        assert!(check(
+            r#"{ $.resources[1].ARN = "arn:2" && $.resources[1].type NOT EXISTS }"#,
+            REC
+        ));
+        assert!(check(r#"{ $.resources[5].ARN NOT EXISTS }"#, REC));
+        assert!(check(r#"{ $["with space"]["a b"] = x }"#, REC));
+        assert!(check(r#"{ $."with space"."a b" = x }"#, REC));
+    }
+
+    #[test]
+    fn malformed_patterns_say_where_and_what() {
+        let e = |p: &str| pattern::parse(p).unwrap_err().to_string();
+        assert_eq!(
+            e("$.a = 1"),
+            "column 1: expected `{` to open a JSON filter pattern, found `$.a = 1`"
+        );
+        assert_eq!(
+            e("{ $.a = }"),
+            "column 9: expected a value after the operator, found `}`"
+        );
+        assert_eq!(
+            e("{ $.a = 1 && }"),
+            "column 14: expected a selector starting with `$` (like `$.eventName`), found `}`"
+        );
+        assert_eq!(
+            e("{ $.a ~ 1 }"),
+            "column 7: expected an operator (=, !=, <, <=, >, >=, IS, NOT EXISTS) after $.a, found `~ 1 }`"
+        );
+        assert_eq!(e("{ ($.a = 1 }"), "column 12: expected `)`, found `}`");
+        assert_eq!(
+            e("{ $.a = \"x }"),
+            "column 13: unterminated string: expected a closing `\"`"
+        );
+        assert_eq!(
+            e("{ $.a > abc }"),
+            "column 9: expected a number: <, <=, > and >= compare numbers"
+        );
+        assert_eq!(
+            e("{ $.a IS MAYBE }"),
+            "column 10: expected NULL, TRUE or FALSE after IS, found `MAYBE }`"
+        );
+        assert!(e("{ $.a = %(% }").starts_with("column 9: invalid regular expression"));
+    }
+
+    #[test]
+    fn one_pass_serves_every_rule() {
+        let a = pattern::parse("{ $.eventName = Decrypt }").unwrap();
+        let b = pattern::parse("{ $.eventName = Encrypt || $.n = 42 }").unwrap();
+        let set = CompiledSet::new(&[&a, &b]);
+        assert_eq!(set.selectors().len(), 2, "shared selectors are read once");
+        let slots = set.extract(REC.as_bytes()).unwrap();
+        assert!(set.matches(0, &slots) && set.matches(1, &slots));
+        assert!(set.extract(b"[1,2]").is_err());
+        assert!(set.extract(b"{\"a\":").is_err());
+    }
+}
