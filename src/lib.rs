@@ -20,6 +20,7 @@
 //! - [`state`]: the redb store and the exactly-once protocol.
 //! - [`telemetry`]: logs, metric names, `/metrics`, `/healthz`, `/readyz`.
 //! - [`iam`]: stale IAM access keys: rules, exemptions, plan (pure); [`iam::sweep`] runs it.
+//! - [`scan`]: `trailguard scan` over recorded events, streaming, no AWS calls.
 //! - [`pipeline`]: the only module that knows all of the above.
 
 pub mod actions;
@@ -30,6 +31,7 @@ pub mod iam;
 pub mod notify;
 pub mod pipeline;
 pub mod rules;
+pub mod scan;
 pub mod sources;
 pub mod state;
 pub mod telemetry;

@@ -25,6 +25,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// The effective rules, with where each comes from.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run every rule's test cases; exit 1 if any fails.
+    Test {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -38,6 +52,21 @@ enum Command {
     Validate {
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+    },
+    /// Evaluate the rules over recorded CloudTrail events (files, directories, gzip, `-` for
+    /// stdin); calls no AWS API. One JSON finding per line on stdout, a summary on stderr.
+    /// Exit 0, or 1 if some input was unreadable (after scanning everything readable).
+    Scan {
+        /// A config file; only its rules are used. Without it, the built-in rules.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List or test the effective rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
     },
     /// Ask a running daemon whether it is ready (its /readyz); exit 0 if so, 1 if not.
     /// For container health checks: the image has no shell or curl.
@@ -54,6 +83,101 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Scan { config, paths } => {
+            let rules = match config::load_rules(config.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let started = std::time::Instant::now();
+            let mut scanner = trailguard::scan::Scanner::new(&rules);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+            let result = scanner
+                .scan_paths(&paths, &mut out)
+                .and_then(|_| std::io::Write::flush(&mut out));
+            if let Err(e) = result {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!("scan: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            let stats = scanner.stats();
+            for u in &stats.unreadable {
+                eprintln!("unreadable: {u}");
+            }
+            eprintln!("{}", stats.summary(started.elapsed().as_secs_f64()));
+            if stats.unreadable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Rules { command } => {
+            let config = match &command {
+                RulesCommand::List { config } | RulesCommand::Test { config } => config.clone(),
+            };
+            let rules = match config::load_rules(config.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match command {
+                RulesCommand::List { .. } => {
+                    for r in &rules.rules {
+                        let actions: Vec<&str> = r.actions.iter().map(|a| a.as_str()).collect();
+                        println!(
+                            "{}\t{}\t{}\t{}\t{} test(s)\t{}",
+                            r.id,
+                            r.severity.as_str(),
+                            actions.join(","),
+                            r.source,
+                            r.tests.len(),
+                            r.pattern
+                        );
+                    }
+                    for (id, by) in &rules.disabled {
+                        println!("{id}\tdisabled\t-\t{by}\t-\t-");
+                    }
+                    println!(
+                        "iam_access_key_unrotated\tmedium\tiam.action\tbuilt-in (IAM sweep)\t-\tactive key older than iam.max_key_age"
+                    );
+                    println!(
+                        "iam_access_key_unused\tmedium\tiam.action\tbuilt-in (IAM sweep)\t-\tactive key unused for iam.max_unused_age"
+                    );
+                    ExitCode::SUCCESS
+                }
+                RulesCommand::Test { .. } => {
+                    let results = rules.run_tests();
+                    let failed = results.iter().filter(|r| r.2.is_some()).count();
+                    for (rule, case, failure) in &results {
+                        match failure {
+                            None => println!("PASS {rule}: {case}"),
+                            Some(why) => println!("FAIL {rule}: {case}: {why}"),
+                        }
+                    }
+                    let untested: Vec<&str> = rules
+                        .rules
+                        .iter()
+                        .filter(|r| r.tests.is_empty())
+                        .map(|r| r.id.as_str())
+                        .collect();
+                    if !untested.is_empty() {
+                        println!("note: rules without test cases: {}", untested.join(", "));
+                    }
+                    println!("{} passed, {} failed", results.len() - failed, failed);
+                    if failed == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
         Command::Health { listen, live } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -153,6 +153,23 @@ impl CompiledSet {
         Ok(slots)
     }
 
+    /// Adds a field to read without any pattern using it (for output); returns its slot.
+    pub fn add_field(&mut self, sel: &Selector) -> usize {
+        self.slot(sel)
+    }
+
+    /// Reads one JSON document of any CloudTrail shape and calls `on_record` with each record's
+    /// fields: a record, an array of records, a log file `{"Records": [...]}`, or
+    /// `aws cloudtrail lookup-events` output `{"Events": [{"CloudTrailEvent": "..."}]}`.
+    /// A top-level object is taken for a record unless it has `Records` or `Events`.
+    pub fn scan_document<'de, D: Deserializer<'de>>(
+        &self,
+        d: D,
+        on_record: &mut dyn FnMut(Vec<Scalar<'_>>),
+    ) -> Result<(), D::Error> {
+        d.deserialize_any(DocVisitor { set: self, on_record })
+    }
+
     /// Whether pattern `i` matches the extracted fields.
     pub fn matches(&self, i: usize, slots: &[Scalar<'_>]) -> bool {
         eval(&self.exprs[i], slots)
@@ -362,6 +379,119 @@ impl<'s, 'de> NodeSeed<'s, 'de> {
     fn top_scalar<E: serde::de::Error>(&self) -> Result<(), E> {
         if self.top {
             return Err(E::custom("a CloudTrail record must be a JSON object"));
+        }
+        Ok(())
+    }
+}
+
+struct DocVisitor<'s, 'f> {
+    set: &'s CompiledSet,
+    on_record: &'f mut dyn FnMut(Vec<Scalar<'_>>),
+}
+
+/// Each element of an array is a record.
+struct RecordsSeed<'s, 'f> {
+    set: &'s CompiledSet,
+    on_record: &'f mut dyn FnMut(Vec<Scalar<'_>>),
+    /// `lookup-events` output: each element holds the record as a JSON string.
+    lookup: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of CloudTrail records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.lookup {
+            #[derive(serde::Deserialize)]
+            struct Event {
+                #[serde(rename = "CloudTrailEvent")]
+                cloud_trail_event: Option<String>,
+            }
+            while let Some(e) = seq.next_element::<Event>()? {
+                if let Some(text) = e.cloud_trail_event {
+                    let slots = self
+                        .set
+                        .extract(text.as_bytes())
+                        .map_err(serde::de::Error::custom)?;
+                    (self.on_record)(slots);
+                }
+            }
+            return Ok(());
+        }
+        while let Some(()) = seq.next_element_seed(OneRecord {
+            set: self.set,
+            on_record: &mut *self.on_record,
+        })? {}
+        Ok(())
+    }
+}
+
+struct OneRecord<'s, 'f> {
+    set: &'s CompiledSet,
+    on_record: &'f mut dyn FnMut(Vec<Scalar<'_>>),
+}
+
+impl<'de> DeserializeSeed<'de> for OneRecord<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let slots = self.set.extract_from(d)?;
+        (self.on_record)(slots);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for DocVisitor<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CloudTrail records: an object, an array, {\"Records\": [...]} or lookup-events output")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        RecordsSeed {
+            set: self.set,
+            on_record: self.on_record,
+            lookup: false,
+        }
+        .visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut slots = vec![Scalar::Missing; self.set.slots];
+        let root = &self.set.nodes[0];
+        let mut wrapper = false;
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            if k == "Records" || k == "Events" {
+                wrapper = true;
+                map.next_value_seed(RecordsSeed {
+                    set: self.set,
+                    on_record: &mut *self.on_record,
+                    lookup: k == "Events",
+                })?;
+                continue;
+            }
+            match root.keys.iter().find(|(n, _)| *n == *k) {
+                Some((_, child)) => map.next_value_seed(NodeSeed {
+                    set: self.set,
+                    node: *child,
+                    slots: &mut slots,
+                    top: false,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !wrapper {
+            (self.on_record)(slots);
         }
         Ok(())
     }

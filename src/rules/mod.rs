@@ -467,35 +467,54 @@ fn is_key_arn(s: &str) -> bool {
     s.starts_with("arn:") && s.split(':').nth(2) == Some("kms") && s.contains(":key/")
 }
 
+/// The fields that name a key, however a record was read.
+pub struct KeyFields<'a> {
+    pub error_message: Option<&'a str>,
+    pub response_key_id: Option<&'a str>,
+    pub resource_arns: Vec<&'a str>,
+    pub request_key_id: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub account: Option<&'a str>,
+}
+
 /// The key ARN a record is about (see the module docs for the order).
 pub fn key_arn(r: &Record) -> Option<String> {
-    if let Some(msg) = r.error_message.as_deref()
-        && let Some(first) = msg.split_whitespace().next()
-        && is_key_arn(first)
-    {
-        return Some(first.to_owned());
+    key_arn_of(&KeyFields {
+        error_message: r.error_message.as_deref(),
+        response_key_id: r.response_str("keyId"),
+        resource_arns: r
+            .resources
+            .iter()
+            .flatten()
+            .filter_map(|res| res.arn.as_deref())
+            .collect(),
+        request_key_id: r.request_str("keyId"),
+        region: r.aws_region.as_deref(),
+        account: r.account(),
+    })
+}
+
+/// [`key_arn`] over fields read any way.
+pub fn key_arn_of(f: &KeyFields<'_>) -> Option<String> {
+    if let Some(first) = f.error_message.and_then(|m| m.split_whitespace().next()) {
+        if is_key_arn(first) {
+            return Some(first.to_owned());
+        }
     }
-    if let Some(id) = r.response_str("keyId").filter(|k| is_key_arn(k)) {
+    if let Some(id) = f.response_key_id.filter(|k| is_key_arn(k)) {
         return Some(id.to_owned());
     }
-    let from_resources = r.resources.as_ref().and_then(|rs| {
-        rs.iter()
-            .filter_map(|res| res.arn.as_deref())
-            .find(|arn| is_key_arn(arn))
-            .map(str::to_owned)
-    });
-    if from_resources.is_some() {
-        return from_resources;
+    if let Some(arn) = f.resource_arns.iter().find(|a| is_key_arn(a)) {
+        return Some((*arn).to_owned());
     }
-    let id = r.request_str("keyId")?;
+    let id = f.request_key_id?;
     if is_key_arn(id) {
         return Some(id.to_owned());
     }
     if id.starts_with("alias/") || id.starts_with("arn:") {
         return None;
     }
-    let (region, account) = (r.aws_region.as_deref()?, r.account()?);
-    Some(format!("arn:aws:kms:{region}:{account}:key/{id}"))
+    Some(format!("arn:aws:kms:{}:{}:key/{id}", f.region?, f.account?))
 }
 
 /// The alias a caller named the key by, if any (`alias/...` or an alias ARN).
