@@ -53,7 +53,10 @@ pub struct Stats {
 }
 
 pub struct Scanner<'r> {
+    /// The rules' fields and the output fields: for documents, and for lines that matched.
     set: CompiledSet,
+    /// The rules' fields alone: the first pass over each line, which most lines end with.
+    rules_only: CompiledSet,
     em: Emitter<'r>,
 }
 
@@ -94,7 +97,6 @@ impl Emitter<'_> {
         file: &str,
         out: &mut dyn Write,
     ) -> io::Result<()> {
-        self.stats.records += 1;
         for (i, rule) in self.rules.rules.iter().enumerate() {
             if !set.matches(i, slots) {
                 continue;
@@ -137,6 +139,7 @@ impl<'r> Scanner<'r> {
             .iter()
             .map(|r| pattern::parse(&r.pattern).expect("rules are validated"))
             .collect();
+        let rules_only = CompiledSet::new(&exprs.iter().collect::<Vec<_>>());
         let mut set = CompiledSet::new(&exprs.iter().collect::<Vec<_>>());
         let path = |p: &str| p.split('.').map(|k| Step::Key(k.to_owned())).collect::<Vec<_>>();
         let fields = FIELDS.iter().map(|f| set.add_field(&path(f))).collect();
@@ -151,6 +154,7 @@ impl<'r> Scanner<'r> {
             .collect();
         Self {
             set,
+            rules_only,
             em: Emitter {
                 rules,
                 fields,
@@ -263,43 +267,180 @@ impl<'r> Scanner<'r> {
         if document {
             self.scan_document(&mut r, name, out)?;
         } else {
-            let mut line = Vec::new();
-            let mut number = 0u64;
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
-                    break;
-                }
-                number += 1;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let mut de = serde_json::Deserializer::from_slice(&line);
-                let (set, em) = (&self.set, &mut self.em);
-                let mut emitted = Ok(());
-                let parsed = set
-                    .scan_document(&mut de, &mut |slots| {
-                        if emitted.is_ok() {
-                            emitted = em.emit(&slots, set, name, out);
-                        }
-                    })
-                    .and_then(|_| de.end());
-                emitted?;
-                match parsed {
-                    Ok(()) => {}
-                    Err(e) if number == 1 && e.is_eof() => {
-                        // A pretty-printed document: read it whole from its start.
-                        let first = std::mem::take(&mut line);
-                        let mut chained = io::Cursor::new(first).chain(&mut r);
-                        self.scan_document(&mut chained, name, out)?;
-                        break;
+            // The first line decides: a complete JSON value means lines; otherwise one document.
+            let mut first = Vec::new();
+            r.read_until(b'\n', &mut first)?;
+            let mut de = serde_json::Deserializer::from_slice(&first);
+            let (set, em) = (&self.set, &mut self.em);
+            let mut emitted = Ok(());
+            let parsed = set
+                .scan_document(&mut de, &mut |slots| {
+                    em.stats.records += 1;
+                    if emitted.is_ok() {
+                        emitted = em.emit(&slots, set, name, out);
                     }
-                    Err(e) => self.em.stats.unreadable.push(format!("{name}:{number}: {e}")),
+                })
+                .and_then(|_| de.end());
+            emitted?;
+            match parsed {
+                Err(e) if e.is_eof() => {
+                    let mut chained = io::Cursor::new(first).chain(&mut r);
+                    self.scan_document(&mut chained, name, out)?;
+                }
+                other => {
+                    if let Err(e) = other {
+                        self.em.stats.unreadable.push(format!("{name}:1: {e}"));
+                    }
+                    self.scan_lines(&mut r, name, 2, out)?;
                 }
             }
         }
         self.em.stats.bytes += r.get_ref().n;
         Ok(())
+    }
+
+    /// Lines, in parallel: the reader cuts newline-aligned chunks, workers evaluate them, and
+    /// their output is written in input order. Channels are bounded, so memory stays flat.
+    fn scan_lines(
+        &mut self,
+        r: &mut dyn BufRead,
+        name: &str,
+        first_line: u64,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        use std::sync::mpsc;
+        const CHUNK: usize = 1 << 20;
+        // TRAILGUARD_SCAN_THREADS overrides the worker count (benchmarks).
+        let workers = std::env::var("TRAILGUARD_SCAN_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 16);
+        let set = &self.set;
+        let rules_only = &self.rules_only;
+        let rules = self.em.rules;
+        let (fields, arns) = (self.em.fields.clone(), self.em.arns.clone());
+        std::thread::scope(|scope| -> io::Result<()> {
+            let (work_tx, work_rx) = mpsc::sync_channel::<(u64, u64, Vec<u8>)>(workers * 2);
+            let work_rx = std::sync::Arc::new(std::sync::Mutex::new(work_rx));
+            // Unbounded, but only ever holds the chunks in flight: the reader drains it after
+            // every send, and the work queue is bounded.
+            let (done_tx, done_rx) = mpsc::channel::<(u64, Vec<u8>, Stats)>();
+            for _ in 0..workers {
+                let work_rx = work_rx.clone();
+                let done_tx = done_tx.clone();
+                let (fields, arns) = (fields.clone(), arns.clone());
+                scope.spawn(move || {
+                    let mut em = Emitter {
+                        rules,
+                        fields,
+                        arns,
+                        stats: Stats::default(),
+                    };
+                    loop {
+                        let job = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((index, start_line, chunk)) = job else {
+                            return;
+                        };
+                        let mut buf = Vec::new();
+                        let mut start = 0;
+                        let ends = memchr::memchr_iter(b'\n', &chunk).chain(std::iter::once(chunk.len()));
+                        for (i, end) in ends.enumerate() {
+                            let line = &chunk[start..end];
+                            start = end + 1;
+                            if line.iter().all(u8::is_ascii_whitespace) {
+                                continue;
+                            }
+                            let mut de = serde_json::Deserializer::from_slice(line);
+                            let (mut records, mut hit) = (0u64, false);
+                            let parsed = rules_only
+                                .scan_document(&mut de, &mut |slots| {
+                                    records += 1;
+                                    hit = hit || (0..rules_only.len()).any(|r| rules_only.matches(r, &slots));
+                                })
+                                .and_then(|_| de.end());
+                            em.stats.records += records;
+                            match parsed {
+                                Err(e) => em
+                                    .stats
+                                    .unreadable
+                                    .push(format!("{name}:{}: {e}", start_line + i as u64)),
+                                Ok(()) if hit => {
+                                    // A match: read the line again, for the fields a finding reports.
+                                    let mut de = serde_json::Deserializer::from_slice(line);
+                                    let mut emitted = Ok(());
+                                    let _ = set.scan_document(&mut de, &mut |slots| {
+                                        if emitted.is_ok() {
+                                            emitted = em.emit(&slots, set, name, &mut buf);
+                                        }
+                                    });
+                                }
+                                Ok(()) => {}
+                            }
+                        }
+                        let stats = std::mem::take(&mut em.stats);
+                        if done_tx.send((index, buf, stats)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut pending = std::collections::BTreeMap::new();
+            let mut next = 0u64;
+            let mut total = Stats::default();
+            let mut write_ready = |pending: &mut std::collections::BTreeMap<u64, (Vec<u8>, Stats)>,
+                                   next: &mut u64,
+                                   total: &mut Stats|
+             -> io::Result<()> {
+                while let Some((buf, stats)) = pending.remove(next) {
+                    out.write_all(&buf)?;
+                    total.merge(stats);
+                    *next += 1;
+                }
+                Ok(())
+            };
+            let mut index = 0u64;
+            let mut line = first_line;
+            loop {
+                // One block copy, then up to the next newline.
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match r.read(&mut chunk[filled..])? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                chunk.truncate(filled);
+                if filled == CHUNK {
+                    r.read_until(b'\n', &mut chunk)?;
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                let lines = memchr::memchr_iter(b'\n', &chunk).count() as u64;
+                if work_tx.send((index, line, chunk)).is_err() {
+                    break;
+                }
+                index += 1;
+                line += lines;
+                while let Ok((i, buf, stats)) = done_rx.try_recv() {
+                    pending.insert(i, (buf, stats));
+                }
+                write_ready(&mut pending, &mut next, &mut total)?;
+            }
+            drop(work_tx);
+            for (i, buf, stats) in done_rx {
+                pending.insert(i, (buf, stats));
+                write_ready(&mut pending, &mut next, &mut total)?;
+            }
+            if next != index {
+                return Err(io::Error::other("a scan worker stopped early"));
+            }
+            self.em.stats.merge(total);
+            Ok(())
+        })
     }
 
     fn scan_document(&mut self, r: &mut dyn Read, name: &str, out: &mut dyn Write) -> io::Result<()> {
@@ -308,6 +449,7 @@ impl<'r> Scanner<'r> {
             let (set, em) = (&self.set, &mut self.em);
             let mut emitted = Ok(());
             let result = set.scan_document(&mut de, &mut |slots| {
+                em.stats.records += 1;
                 if emitted.is_ok() {
                     emitted = em.emit(&slots, set, name, out);
                 }
@@ -343,6 +485,14 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
 }
 
 impl Stats {
+    fn merge(&mut self, o: Stats) {
+        self.records += o.records;
+        for (k, v) in o.findings {
+            *self.findings.entry(k).or_default() += v;
+        }
+        self.unreadable.extend(o.unreadable);
+    }
+
     /// The summary line for stderr.
     pub fn summary(&self, secs: f64) -> String {
         let total: u64 = self.findings.values().sum();
