@@ -22,6 +22,12 @@ const KNOWN_KEYS: &[&str] = &[
     "cloudtrail.lookback_interval",
     "cloudtrail.max_requests_per_second",
     "kms.enable_after_cancel",
+    "kms.protected_keys",
+    "kms.on_disable",
+    "kms.on_schedule_deletion",
+    "kms.allowed_principals",
+    "kms.refresh_interval",
+    "kms.exemptions",
     "notify.sns_topic_arn",
     "notify.aggregation_window",
     "state.dir",
@@ -102,6 +108,12 @@ struct RawCloudTrail {
 #[serde(deny_unknown_fields, default)]
 struct RawKms {
     enable_after_cancel: Option<bool>,
+    protected_keys: Option<Vec<String>>,
+    on_disable: Option<crate::plan::OnDisable>,
+    on_schedule_deletion: Option<crate::plan::OnScheduleDeletion>,
+    allowed_principals: Option<Vec<String>>,
+    refresh_interval: Option<String>,
+    exemptions: Option<Vec<crate::plan::KeyExemption>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +166,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub iam: Option<IamConfig>,
+    /// The KMS protection policy (empty: no key is protected).
+    pub kms_policy: crate::plan::Policy,
+    /// How long a key's aliases and tags are cached for the policy.
+    pub kms_refresh_interval: Duration,
     /// The effective rules: built-ins, overridden and extended by `[[rules]]` and `rules_dir`.
     pub rules: std::sync::Arc<crate::rules::RuleSet>,
 }
@@ -553,6 +569,46 @@ fn validate(mut raw: RawConfig, base_dir: Option<&Path>) -> Result<Config, Confi
     }
 
     let iam = validate_iam(raw.iam, &mut p);
+    let kms_refresh_interval = duration(
+        &mut p,
+        "kms.refresh_interval",
+        raw.kms.refresh_interval.as_deref(),
+        "10m",
+        (Duration::from_secs(10), Duration::from_secs(24 * 3600)),
+        "",
+    );
+    let mut protected = Vec::new();
+    for (i, k) in raw
+        .kms
+        .protected_keys
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match crate::plan::Protected::parse(k) {
+            Ok(prot) => protected.push(prot),
+            Err(e) => p.push(problem(&format!("kms.protected_keys[{i}]"), e)),
+        }
+    }
+    for (i, g) in raw.kms.allowed_principals.iter().flatten().enumerate() {
+        if !g.starts_with("arn:") {
+            p.push(problem(
+                &format!("kms.allowed_principals[{i}]"),
+                format!("{g:?} is not an ARN glob like arn:aws:sts::*:assumed-role/KeyAdmin/*"),
+            ));
+        }
+    }
+    let kms_policy = crate::plan::Policy {
+        protected,
+        on_disable: raw.kms.on_disable.unwrap_or(crate::plan::OnDisable::Notify),
+        on_schedule_deletion: raw
+            .kms
+            .on_schedule_deletion
+            .unwrap_or(crate::plan::OnScheduleDeletion::Notify),
+        allowed_principals: raw.kms.allowed_principals.clone().unwrap_or_default(),
+        exemptions: raw.kms.exemptions.clone().unwrap_or_default(),
+    };
     let rules = rule_set(raw.rules.take(), raw.rules_dir.take(), base_dir, &mut p);
 
     if !p.is_empty() {
@@ -560,6 +616,8 @@ fn validate(mut raw: RawConfig, base_dir: Option<&Path>) -> Result<Config, Confi
     }
     Ok(Config {
         iam,
+        kms_policy,
+        kms_refresh_interval,
         rules: std::sync::Arc::new(rules.expect("no problems means the rules loaded")),
         dry_run: raw.dry_run.unwrap_or(false),
         regions,

@@ -20,6 +20,7 @@
 //! - [`state`]: the redb store and the exactly-once protocol.
 //! - [`telemetry`]: logs, metric names, `/metrics`, `/healthz`, `/readyz`.
 //! - [`iam`]: stale IAM access keys: rules, exemptions, plan (pure); [`iam::sweep`] runs it.
+//! - [`plan`]: the KMS protection policy: finding + key facts → actions, with the policy line. Pure.
 //! - [`scan`]: `trailguard scan` over recorded events, streaming, no AWS calls.
 //! - [`pipeline`]: the only module that knows all of the above.
 
@@ -30,6 +31,7 @@ pub mod event;
 pub mod iam;
 pub mod notify;
 pub mod pipeline;
+pub mod plan;
 pub mod rules;
 pub mod scan;
 pub mod sources;

@@ -172,6 +172,9 @@ impl Daemon {
             window: self.config.aggregation_window,
             open: HashMap::new(),
             retry: HashMap::new(),
+            policy: self.config.kms_policy.clone(),
+            refresh: self.config.kms_refresh_interval,
+            facts: HashMap::new(),
         };
         tracker.spawn(worker.run(rx, shutdown.clone()));
         tracker.close();
@@ -312,6 +315,7 @@ impl Poller {
                         remediated: !needs_action,
                         more: 0,
                         notify_attempts: 0,
+                        policy: None,
                     });
                 }
             }
@@ -347,6 +351,10 @@ struct Worker {
     open: HashMap<(String, String), Open>,
     /// Notifications that failed: next attempt time and the job.
     retry: HashMap<String, (Instant, Job)>,
+    policy: crate::plan::Policy,
+    refresh: Duration,
+    /// Key aliases and tags for the policy, with when they were read.
+    facts: HashMap<String, (Instant, crate::plan::KeyFacts)>,
 }
 
 impl Worker {
@@ -424,11 +432,19 @@ impl Worker {
             }
             return;
         }
+        if !self.policy.is_empty() && job.policy.is_none() {
+            self.apply_policy(&mut job).await;
+        }
+        if !self.policy.is_empty() && job.policy.is_none() {
+            self.apply_policy(&mut job).await;
+        }
         if !job.remediated {
-            let r = self
-                .kms
-                .rescue(job.finding.key_arn.as_deref(), job.finding.account.as_deref())
-                .await;
+            let (arn, account) = (job.finding.key_arn.as_deref(), job.finding.account.as_deref());
+            let r = if job.finding.actions.contains(&Action::CancelKeyDeletion) {
+                self.kms.rescue(arn, account).await
+            } else {
+                self.kms.enable(arn, account).await
+            };
             counter!(names::REMEDIATIONS, "action" => r.action.clone(), "outcome" => r.outcome.as_str())
                 .increment(1);
             let ok = !matches!(r.outcome, crate::state::Outcome::Failed);
@@ -455,6 +471,56 @@ impl Worker {
             );
         }
         self.send(job).await;
+    }
+
+    /// Applies the KMS protection policy to a finding: decides its actions and records why.
+    async fn apply_policy(&mut self, job: &mut Job) {
+        let Some(arn) = job.finding.key_arn.clone() else {
+            return;
+        };
+        if job.finding.rule_id != rules::KEY_DISABLED && job.finding.rule_id != rules::KEY_DELETION_SCHEDULED
+        {
+            return;
+        }
+        let cached = self
+            .facts
+            .get(&arn)
+            .filter(|(at, _)| at.elapsed() < self.refresh)
+            .map(|(_, f)| f.clone());
+        let facts = match cached {
+            Some(f) => f,
+            None => match self
+                .kms
+                .facts(&arn, self.policy.needs_aliases(), self.policy.needs_tags())
+                .await
+            {
+                Ok(f) => {
+                    self.facts.insert(arn.clone(), (Instant::now(), f.clone()));
+                    f
+                }
+                Err(e) => {
+                    // Without facts the policy cannot tell whether the key is protected: notify,
+                    // act on nothing, and say why.
+                    warn!(key_arn = %arn, error = %e, "Cannot read the key's aliases or tags for the protection policy.");
+                    job.policy = Some(format!(
+                        "could not read the key's aliases/tags ({e}); nothing reverted"
+                    ));
+                    return;
+                }
+            },
+        };
+        if let Some(d) = crate::plan::decide(&self.policy, &job.finding, &facts, Utc::now()) {
+            info!(rule_id = %job.finding.rule_id, key_arn = %arn, actions = ?d.actions, policy = %d.reason, "Protection policy decided.");
+            job.remediated = !d
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CancelKeyDeletion | Action::EnableKey));
+            job.finding.actions = d.actions;
+            job.policy = Some(d.reason);
+            if let Err(e) = self.store.put_job(job) {
+                error!(error = %e, "Cannot record the policy decision.");
+            }
+        }
     }
 
     /// Sends the summary of every window that has closed (all of them when `all`).

@@ -110,6 +110,9 @@ pub struct Job {
     /// How many further matches this notification stands for (aggregation).
     pub more: u64,
     pub notify_attempts: u32,
+    /// The protection-policy decision, with the line that made it.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 pub struct Store {

@@ -20,6 +20,7 @@ use crate::state::{Outcome, Remediation};
 use crate::telemetry;
 
 pub const CANCEL_KEY_DELETION: &str = "cancel_key_deletion";
+pub const ENABLE_KEY: &str = "enable_key";
 
 /// KMS clients, one per region, made on first use.
 pub struct KmsRemediator {
@@ -97,6 +98,120 @@ impl KmsRemediator {
                 Err(t)
             }
         }
+    }
+
+    /// A key's aliases and tags, for the protection policy (`kms:ListAliases`,
+    /// `kms:ListResourceTags`; both work in every key state).
+    pub async fn facts(
+        &self,
+        key_arn: &str,
+        aliases: bool,
+        tags: bool,
+    ) -> Result<crate::plan::KeyFacts, String> {
+        let region = arn_parts(key_arn)
+            .map(|(r, _)| r.to_owned())
+            .ok_or_else(|| format!("{key_arn} is not a KMS key ARN"))?;
+        let client = self.client(&region);
+        let mut facts = crate::plan::KeyFacts::default();
+        if aliases {
+            let mut pages = client.list_aliases().key_id(key_arn).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| err_text(&e))?;
+                facts.aliases.extend(
+                    page.aliases()
+                        .iter()
+                        .filter_map(|a| a.alias_name().map(str::to_owned)),
+                );
+            }
+        }
+        if tags {
+            let out = client
+                .list_resource_tags()
+                .key_id(key_arn)
+                .send()
+                .await
+                .map_err(|e| err_text(&e))?;
+            facts.tags = out
+                .tags()
+                .iter()
+                .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+                .collect();
+        }
+        Ok(facts)
+    }
+
+    /// Re-enables a disabled key (protection policy `kms.on_disable = "enable_key"`), verified.
+    pub async fn enable(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
+        let mut r = Remediation {
+            action: ENABLE_KEY.into(),
+            outcome: Outcome::Failed,
+            detail: String::new(),
+            state_before: None,
+            state_after: None,
+            deletion_date: None,
+            steps: Vec::new(),
+        };
+        let Some((arn, region)) = key_arn
+            .and_then(|a| arn_parts(a).map(|(reg, owner)| (a, reg, owner)))
+            .and_then(|(a, reg, owner)| (account.is_none_or(|acct| acct == owner)).then_some((a, reg)))
+        else {
+            r.outcome = Outcome::NotActionable;
+            r.detail = "no key of this account is named by the event".into();
+            return r;
+        };
+        let client = self.client(region);
+        let before = match self.state(&client, arn, &mut r.steps).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                r.detail = format!("could not read the key's state: {e}");
+                return r;
+            }
+        };
+        r.state_before = Some(before.as_str().to_owned());
+        match before {
+            KeyState::Enabled => {
+                r.outcome = Outcome::NotNeeded;
+                r.state_after = r.state_before.clone();
+                r.detail = "the key is already Enabled: nothing to do".into();
+                return r;
+            }
+            KeyState::Disabled => {}
+            other => {
+                r.outcome = Outcome::NotActionable;
+                r.state_after = r.state_before.clone();
+                r.detail = format!(
+                    "the key is {}, not Disabled: EnableKey cannot help",
+                    other.as_str()
+                );
+                return r;
+            }
+        }
+        if self.dry_run {
+            r.outcome = Outcome::DryRun;
+            r.state_after = r.state_before.clone();
+            r.detail = "dry run: would re-enable this key".into();
+            return r;
+        }
+        if let Err(e) = client.enable_key().key_id(arn).send().await {
+            let t = err_text(&e);
+            r.steps.push(format!("EnableKey: {t}"));
+            r.detail = format!("EnableKey failed: {t}; the key is still Disabled");
+            return r;
+        }
+        r.steps.push("EnableKey: ok".into());
+        match self.state(&client, arn, &mut r.steps).await {
+            Ok((KeyState::Enabled, _)) => {
+                r.outcome = Outcome::Applied;
+                r.state_after = Some("Enabled".into());
+                r.detail = "re-enabled (EnableKey, verified)".into();
+            }
+            Ok((s, _)) => {
+                r.state_after = Some(s.as_str().to_owned());
+                r.detail = format!("EnableKey succeeded but the key is {}", s.as_str());
+            }
+            Err(e) => r.detail = format!("EnableKey sent, but not verified: {e}"),
+        }
+        r
     }
 
     /// Rescues `key_arn`. `account` is the account trailguard acts in (the event's recipient).

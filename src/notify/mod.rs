@@ -166,6 +166,9 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         ));
     }
     text.push_str("\nWHAT TRAILGUARD DID\n");
+    if let Some(policy) = &job.policy {
+        text.push_str(&format!("  {:<14} {policy}\n", "Policy"));
+    }
     match &job.remediation {
         Some(r) => {
             text.push_str(&format!(
@@ -220,6 +223,7 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         "repeats": job.more,
         "finding": f,
         "remediation": job.remediation,
+        "policy": job.policy,
     });
     Message {
         id: job.id.clone(),
@@ -250,6 +254,7 @@ mod tests {
             remediation,
             more: 0,
             notify_attempts: 0,
+            policy: None,
         }
     }
 

@@ -1,0 +1,339 @@
+//! The protection policy (`[kms]`): which keys must never be disabled or deleted, who may do it
+//! anyway, and what trailguard does otherwise. Pure: the caller resolves a key's aliases and tags
+//! (through KMS, cached) and passes `now`.
+//!
+//! For a finding of `kms_key_disabled` or `kms_key_deletion_scheduled` the decision is, in order:
+//! 1. the key is not protected: the rule's own actions (notify);
+//! 2. a time-limited exemption covers the key: notify only (an approved change is not fought);
+//! 3. the caller matches `kms.allowed_principals`: notify only, never reverted;
+//! 4. otherwise `kms.on_disable` (`notify` | `enable_key`) or `kms.on_schedule_deletion`
+//!    (`notify` | `cancel_key_deletion`).
+//!
+//! Every decision names the policy line that made it, for logs and notifications.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::iam::glob;
+use crate::rules::{self, Action, Finding};
+
+/// A key the policy protects: a key id, a key ARN, an alias glob (`alias/prod-*`) or a tag
+/// (`tag:trailguard:protect=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protected {
+    Key(String),
+    Alias(String),
+    Tag(String, String),
+}
+
+impl Protected {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(tag) = s.strip_prefix("tag:") {
+            let (k, v) = tag
+                .split_once('=')
+                .ok_or_else(|| format!("{s:?}: a tag is tag:KEY=VALUE"))?;
+            return Ok(Protected::Tag(k.to_owned(), v.to_owned()));
+        }
+        if s.starts_with("alias/") {
+            return Ok(Protected::Alias(s.to_owned()));
+        }
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(format!(
+                "{s:?} is not a key id, key ARN, alias/... glob or tag:KEY=VALUE"
+            ));
+        }
+        Ok(Protected::Key(s.to_owned()))
+    }
+}
+
+/// A time-limited exemption: this key may be disabled or deleted until the date.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyExemption {
+    /// Key id, key ARN or alias glob.
+    pub key: String,
+    /// Last day it applies (inclusive).
+    pub expires: NaiveDate,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDisable {
+    Notify,
+    EnableKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnScheduleDeletion {
+    Notify,
+    CancelKeyDeletion,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub protected: Vec<Protected>,
+    pub on_disable: OnDisable,
+    pub on_schedule_deletion: OnScheduleDeletion,
+    pub allowed_principals: Vec<String>,
+    pub exemptions: Vec<KeyExemption>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.protected.is_empty()
+    }
+
+    /// Whether this policy needs the key's aliases or tags.
+    pub fn needs_aliases(&self) -> bool {
+        self.protected.iter().any(|p| matches!(p, Protected::Alias(_)))
+            || self.exemptions.iter().any(|e| e.key.starts_with("alias/"))
+    }
+
+    pub fn needs_tags(&self) -> bool {
+        self.protected.iter().any(|p| matches!(p, Protected::Tag(..)))
+    }
+}
+
+/// What KMS says about a key, for the policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFacts {
+    pub aliases: Vec<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+fn key_matches(pattern: &str, arn: &str, facts: &KeyFacts) -> bool {
+    if pattern.starts_with("alias/") {
+        return facts.aliases.iter().any(|a| glob(pattern, a));
+    }
+    let id = arn.rsplit('/').next().unwrap_or(arn);
+    pattern == arn || pattern == id
+}
+
+/// The decision for one finding, and the policy line that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub reason: String,
+}
+
+/// Which policy line protects the key, if any.
+pub fn protected_by(p: &Policy, arn: &str, facts: &KeyFacts) -> Option<String> {
+    p.protected.iter().enumerate().find_map(|(i, prot)| {
+        let hit = match prot {
+            Protected::Key(k) => key_matches(k, arn, facts),
+            Protected::Alias(a) => facts.aliases.iter().any(|x| glob(a, x)),
+            Protected::Tag(k, v) => facts.tags.iter().any(|(tk, tv)| tk == k && tv == v),
+        };
+        hit.then(|| {
+            let text = match prot {
+                Protected::Key(k) => k.clone(),
+                Protected::Alias(a) => a.clone(),
+                Protected::Tag(k, v) => format!("tag:{k}={v}"),
+            };
+            format!("kms.protected_keys[{i}] ({text})")
+        })
+    })
+}
+
+/// Decides what to do about a finding on a key (see the module docs).
+pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, now: DateTime<Utc>) -> Option<Decision> {
+    let is_disable = f.rule_id == rules::KEY_DISABLED;
+    if !is_disable && f.rule_id != rules::KEY_DELETION_SCHEDULED {
+        return None;
+    }
+    let arn = f.key_arn.as_deref()?;
+    let notify = || vec![Action::Notify];
+    let Some(protection) = protected_by(p, arn, facts) else {
+        return Some(Decision {
+            actions: f.actions.clone(),
+            reason: "the key is not protected by kms.protected_keys".into(),
+        });
+    };
+    for (i, e) in p.exemptions.iter().enumerate() {
+        if key_matches(&e.key, arn, facts) {
+            if now.date_naive() <= e.expires {
+                return Some(Decision {
+                    actions: notify(),
+                    reason: format!(
+                        "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
+                        e.key, e.expires, e.reason
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(principal) = f.principal_arn.as_deref() {
+        if let Some((i, g)) = p
+            .allowed_principals
+            .iter()
+            .enumerate()
+            .find(|(_, g)| glob(g, principal))
+        {
+            return Some(Decision {
+                actions: notify(),
+                reason: format!(
+                    "{protection} protects the key; the caller is allowed by kms.allowed_principals[{i}] ({g}): notified, not reverted"
+                ),
+            });
+        }
+    }
+    let (actions, line) = if is_disable {
+        match p.on_disable {
+            OnDisable::EnableKey => (
+                vec![Action::EnableKey, Action::Notify],
+                "kms.on_disable = \"enable_key\"",
+            ),
+            OnDisable::Notify => (notify(), "kms.on_disable = \"notify\""),
+        }
+    } else {
+        match p.on_schedule_deletion {
+            OnScheduleDeletion::CancelKeyDeletion => (
+                vec![Action::CancelKeyDeletion, Action::Notify],
+                "kms.on_schedule_deletion = \"cancel_key_deletion\"",
+            ),
+            OnScheduleDeletion::Notify => (notify(), "kms.on_schedule_deletion = \"notify\""),
+        }
+    };
+    Some(Decision {
+        actions,
+        reason: format!("{protection} protects the key and the caller is not allowed; {line}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn finding(rule: &str, principal: &str) -> Finding {
+        let text = serde_json::json!({
+            "eventID": "e", "eventSource": "kms.amazonaws.com",
+            "eventName": if rule == rules::KEY_DISABLED { "DisableKey" } else { "ScheduleKeyDeletion" },
+            "awsRegion": "eu-west-1", "recipientAccountId": "111122223333",
+            "userIdentity": {"type": "AssumedRole", "arn": principal},
+            "requestParameters": {"keyId": "k-1"},
+        })
+        .to_string();
+        rules::evaluate_json(&text).remove(0)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            protected: vec![
+                Protected::parse("alias/prod-*").unwrap(),
+                Protected::parse("tag:trailguard:protect=true").unwrap(),
+            ],
+            on_disable: OnDisable::EnableKey,
+            on_schedule_deletion: OnScheduleDeletion::CancelKeyDeletion,
+            allowed_principals: vec!["arn:aws:sts::*:assumed-role/KeyAdmin/*".into()],
+            exemptions: vec![KeyExemption {
+                key: "alias/prod-legacy".into(),
+                expires: NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
+                reason: "decommissioning, CHG-42".into(),
+            }],
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
+    }
+
+    fn facts(alias: &str) -> KeyFacts {
+        KeyFacts {
+            aliases: vec![alias.into()],
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn protected_key_disabled_by_anyone_else_is_re_enabled() {
+        let d = decide(
+            &policy(),
+            &finding(
+                rules::KEY_DISABLED,
+                "arn:aws:sts::111122223333:assumed-role/dev/alice",
+            ),
+            &facts("alias/prod-payments"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(d.actions, [Action::EnableKey, Action::Notify]);
+        assert_eq!(
+            d.reason,
+            "kms.protected_keys[0] (alias/prod-*) protects the key and the caller is not allowed; kms.on_disable = \"enable_key\""
+        );
+    }
+
+    #[test]
+    fn allowed_principals_match_assumed_role_sessions_and_are_not_reverted() {
+        let d = decide(
+            &policy(),
+            &finding(
+                rules::KEY_DELETION_SCHEDULED,
+                "arn:aws:sts::111122223333:assumed-role/KeyAdmin/bob",
+            ),
+            &facts("alias/prod-payments"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(d.actions, [Action::Notify]);
+        assert!(
+            d.reason
+                .contains("kms.allowed_principals[0] (arn:aws:sts::*:assumed-role/KeyAdmin/*)"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn exemptions_hold_until_their_date() {
+        let f = finding(
+            rules::KEY_DELETION_SCHEDULED,
+            "arn:aws:sts::111122223333:assumed-role/dev/alice",
+        );
+        let d = decide(&policy(), &f, &facts("alias/prod-legacy"), now()).unwrap();
+        assert_eq!(d.actions, [Action::Notify]);
+        assert!(
+            d.reason
+                .contains("kms.exemptions[0] (alias/prod-legacy, until 2026-12-31: decommissioning, CHG-42)"),
+            "{}",
+            d.reason
+        );
+        let later = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let d = decide(&policy(), &f, &facts("alias/prod-legacy"), later).unwrap();
+        assert_eq!(
+            d.actions,
+            [Action::CancelKeyDeletion, Action::Notify],
+            "an expired exemption no longer applies"
+        );
+    }
+
+    #[test]
+    fn tags_ids_and_unprotected_keys() {
+        let f = finding(rules::KEY_DISABLED, "arn:aws:iam::111122223333:user/x");
+        let tagged = KeyFacts {
+            aliases: vec![],
+            tags: vec![("trailguard:protect".into(), "true".into())],
+        };
+        assert!(
+            decide(&policy(), &f, &tagged, now())
+                .unwrap()
+                .reason
+                .starts_with("kms.protected_keys[1] (tag:trailguard:protect=true)")
+        );
+        let mut by_id = policy();
+        by_id.protected = vec![Protected::parse("k-1").unwrap()];
+        assert!(
+            decide(&by_id, &f, &KeyFacts::default(), now())
+                .unwrap()
+                .actions
+                .contains(&Action::EnableKey)
+        );
+        let d = decide(&policy(), &f, &facts("alias/dev-sandbox"), now()).unwrap();
+        assert_eq!(d.actions, [Action::Notify]);
+        assert_eq!(d.reason, "the key is not protected by kms.protected_keys");
+        assert!(Protected::parse("tag:novalue").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! The KMS protection policy end to end: the daemon against the sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use trailguard_sandbox::IdentitySpec;
+
+const KEY_ADMIN: &str = "AKIAKEYADMINROLE";
+
+async fn key(world: &World, alias: &str) -> String {
+    let k = world.kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    world
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(k.key_id())
+        .send()
+        .await
+        .unwrap();
+    k.arn().unwrap().to_owned()
+}
+
+async fn note_for(world: &World, rule: &str, arn: &str, seen: &mut Vec<Value>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
+        if let Some(found) = seen
+            .iter()
+            .find(|b| b["rule_id"] == rule && b["finding"]["key_arn"] == arn)
+        {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {rule} notification for {arn}: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_says_otherwise() {
+    let world = World::new().await;
+    world.sb.state().set_identity(
+        KEY_ADMIN,
+        IdentitySpec::AssumedRole {
+            role_name: "KeyAdmin".into(),
+            session_name: "bob".into(),
+            account_id: None,
+        },
+    );
+    let key_admin = aws_sdk_kms::Client::new(&sdk(&world.sb, KEY_ADMIN).await);
+    let payments = key(&world, "alias/prod-payments").await;
+    let ledger = key(&world, "alias/prod-ledger").await;
+    let legacy = key(&world, "alias/prod-legacy").await;
+    let scratch = key(&world, "alias/dev-scratch").await;
+    let port = free_port();
+    let config = world.config(
+        "[kms]\nprotected_keys = [\"alias/prod-*\"]\non_disable = \"enable_key\"\non_schedule_deletion = \"cancel_key_deletion\"\n\
+         allowed_principals = [\"arn:aws:sts::*:assumed-role/KeyAdmin/*\"]\n\
+         [[kms.exemptions]]\nkey = \"alias/prod-legacy\"\nexpires = \"2099-12-31\"\nreason = \"decommissioning, CHG-42\"\n",
+        port,
+    );
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+
+    // An unknown principal (the IAM user ops-admin) disables a protected key: re-enabled.
+    world.kms.disable_key().key_id(&payments).send().await.unwrap();
+    // An allowed principal (an assumed-role session of KeyAdmin) disables one: notified only.
+    key_admin.disable_key().key_id(&ledger).send().await.unwrap();
+    // An exempt key may be scheduled for deletion; an unprotected key may be disabled.
+    world
+        .kms
+        .schedule_key_deletion()
+        .key_id(&legacy)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    world.kms.disable_key().key_id(&scratch).send().await.unwrap();
+
+    let mut seen = Vec::new();
+    let restored = note_for(&world, "kms_key_disabled", &payments, &mut seen).await;
+    assert_eq!(restored["remediation"]["action"], "enable_key", "{restored:#}");
+    assert_eq!(restored["remediation"]["outcome"], "applied");
+    assert!(
+        restored["policy"].as_str().unwrap().starts_with(
+            "kms.protected_keys[0] (alias/prod-*) protects the key and the caller is not allowed"
+        )
+    );
+    assert_eq!(world.key_state(&payments).await.0, "Enabled");
+
+    let allowed = note_for(&world, "kms_key_disabled", &ledger, &mut seen).await;
+    assert_eq!(
+        allowed["remediation"],
+        Value::Null,
+        "an allowed change is never reverted"
+    );
+    assert!(
+        allowed["policy"]
+            .as_str()
+            .unwrap()
+            .contains("kms.allowed_principals[0] (arn:aws:sts::*:assumed-role/KeyAdmin/*)")
+    );
+    assert_eq!(
+        allowed["finding"]["principal_arn"],
+        "arn:aws:sts::123456789012:assumed-role/KeyAdmin/bob"
+    );
+
+    let exempt = note_for(&world, "kms_key_deletion_scheduled", &legacy, &mut seen).await;
+    assert!(
+        exempt["policy"]
+            .as_str()
+            .unwrap()
+            .contains("kms.exemptions[0] (alias/prod-legacy, until 2099-12-31: decommissioning, CHG-42)")
+    );
+    let unprotected = note_for(&world, "kms_key_disabled", &scratch, &mut seen).await;
+    assert_eq!(
+        unprotected["policy"],
+        "the key is not protected by kms.protected_keys"
+    );
+
+    assert_eq!(world.key_state(&ledger).await.0, "Disabled");
+    assert_eq!(world.key_state(&legacy).await.0, "PendingDeletion");
+    assert_eq!(world.key_state(&scratch).await.0, "Disabled");
+
+    // A protected key scheduled for deletion by someone else: the deletion is cancelled.
+    world
+        .kms
+        .schedule_key_deletion()
+        .key_id(&payments)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let cancelled = note_for(&world, "kms_key_deletion_scheduled", &payments, &mut seen).await;
+    assert_eq!(cancelled["remediation"]["action"], "cancel_key_deletion");
+    assert_eq!(cancelled["remediation"]["outcome"], "applied");
+    assert_eq!(world.key_state(&payments).await, ("Disabled".to_owned(), false));
+    assert_eq!(
+        guard
+            .metric("trailguard_remediations_total{action=\"enable_key\",outcome=\"applied\"}")
+            .await,
+        1.0
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
