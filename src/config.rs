@@ -426,6 +426,48 @@ fn rule_set(
     }
 }
 
+/// The KMS protection policy of a config file, for `scan` (empty without a file).
+pub fn load_policy(path: Option<&Path>) -> Result<crate::plan::Policy, ConfigError> {
+    let Some(path) = path else {
+        return Ok(kms_policy(&RawKms::default(), &mut Vec::new()));
+    };
+    let (raw, _) = read_raw(path, vec![])?;
+    let mut p = Vec::new();
+    let policy = kms_policy(&raw.kms, &mut p);
+    if p.is_empty() {
+        Ok(policy)
+    } else {
+        Err(ConfigError { problems: p })
+    }
+}
+
+fn kms_policy(kms: &RawKms, p: &mut Vec<Problem>) -> crate::plan::Policy {
+    let mut protected = Vec::new();
+    for (i, k) in kms.protected_keys.iter().flatten().enumerate() {
+        match crate::plan::Protected::parse(k) {
+            Ok(prot) => protected.push(prot),
+            Err(e) => p.push(problem(&format!("kms.protected_keys[{i}]"), e)),
+        }
+    }
+    for (i, g) in kms.allowed_principals.iter().flatten().enumerate() {
+        if !g.starts_with("arn:") {
+            p.push(problem(
+                &format!("kms.allowed_principals[{i}]"),
+                format!("{g:?} is not an ARN glob like arn:aws:sts::*:assumed-role/KeyAdmin/*"),
+            ));
+        }
+    }
+    crate::plan::Policy {
+        protected,
+        on_disable: kms.on_disable.unwrap_or(crate::plan::OnDisable::Notify),
+        on_schedule_deletion: kms
+            .on_schedule_deletion
+            .unwrap_or(crate::plan::OnScheduleDeletion::Notify),
+        allowed_principals: kms.allowed_principals.clone().unwrap_or_default(),
+        exemptions: kms.exemptions.clone().unwrap_or_default(),
+    }
+}
+
 /// Loads only the rules of a config file (for `scan` and `rules`): a file holding only
 /// `[[rules]]` is enough. Without a file, the built-in rules.
 pub fn load_rules(path: Option<&Path>) -> Result<crate::rules::RuleSet, ConfigError> {
@@ -577,38 +619,7 @@ fn validate(mut raw: RawConfig, base_dir: Option<&Path>) -> Result<Config, Confi
         (Duration::from_secs(10), Duration::from_secs(24 * 3600)),
         "",
     );
-    let mut protected = Vec::new();
-    for (i, k) in raw
-        .kms
-        .protected_keys
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        match crate::plan::Protected::parse(k) {
-            Ok(prot) => protected.push(prot),
-            Err(e) => p.push(problem(&format!("kms.protected_keys[{i}]"), e)),
-        }
-    }
-    for (i, g) in raw.kms.allowed_principals.iter().flatten().enumerate() {
-        if !g.starts_with("arn:") {
-            p.push(problem(
-                &format!("kms.allowed_principals[{i}]"),
-                format!("{g:?} is not an ARN glob like arn:aws:sts::*:assumed-role/KeyAdmin/*"),
-            ));
-        }
-    }
-    let kms_policy = crate::plan::Policy {
-        protected,
-        on_disable: raw.kms.on_disable.unwrap_or(crate::plan::OnDisable::Notify),
-        on_schedule_deletion: raw
-            .kms
-            .on_schedule_deletion
-            .unwrap_or(crate::plan::OnScheduleDeletion::Notify),
-        allowed_principals: raw.kms.allowed_principals.clone().unwrap_or_default(),
-        exemptions: raw.kms.exemptions.clone().unwrap_or_default(),
-    };
+    let kms_policy = kms_policy(&raw.kms, &mut p);
     let rules = rule_set(raw.rules.take(), raw.rules_dir.take(), base_dir, &mut p);
 
     if !p.is_empty() {

@@ -91,8 +91,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            let policy = match config::load_policy(config.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
             let started = std::time::Instant::now();
-            let mut scanner = trailguard::scan::Scanner::new(&rules);
+            let mut scanner = trailguard::scan::Scanner::new(&rules, Some(&policy));
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
             let result = scanner

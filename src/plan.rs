@@ -139,15 +139,36 @@ pub fn protected_by(p: &Policy, arn: &str, facts: &KeyFacts) -> Option<String> {
 
 /// Decides what to do about a finding on a key (see the module docs).
 pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, now: DateTime<Utc>) -> Option<Decision> {
-    let is_disable = f.rule_id == rules::KEY_DISABLED;
-    if !is_disable && f.rule_id != rules::KEY_DELETION_SCHEDULED {
+    decide_for(
+        p,
+        &f.rule_id,
+        &f.actions,
+        f.key_arn.as_deref(),
+        f.principal_arn.as_deref(),
+        facts,
+        now,
+    )
+}
+
+/// [`decide`] from the parts of a finding it reads.
+pub fn decide_for(
+    p: &Policy,
+    rule_id: &str,
+    rule_actions: &[Action],
+    key_arn: Option<&str>,
+    principal_arn: Option<&str>,
+    facts: &KeyFacts,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    let is_disable = rule_id == rules::KEY_DISABLED;
+    if !is_disable && rule_id != rules::KEY_DELETION_SCHEDULED {
         return None;
     }
-    let arn = f.key_arn.as_deref()?;
+    let arn = key_arn?;
     let notify = || vec![Action::Notify];
     let Some(protection) = protected_by(p, arn, facts) else {
         return Some(Decision {
-            actions: f.actions.clone(),
+            actions: rule_actions.to_vec(),
             reason: "the key is not protected by kms.protected_keys".into(),
         });
     };
@@ -164,7 +185,7 @@ pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, now: DateTime<Utc>) -> 
             }
         }
     }
-    if let Some(principal) = f.principal_arn.as_deref() {
+    if let Some(principal) = principal_arn {
         if let Some((i, g)) = p
             .allowed_principals
             .iter()

@@ -64,6 +64,7 @@ pub struct Scanner<'r> {
 /// both can be borrowed while a document streams.
 struct Emitter<'r> {
     rules: &'r RuleSet,
+    policy: Option<&'r crate::plan::Policy>,
     fields: Vec<usize>,
     arns: Vec<usize>,
     stats: Stats,
@@ -110,6 +111,34 @@ impl Emitter<'_> {
                 region: f(4),
                 account: f(5).or(f(6)),
             });
+            let mut actions: Vec<&str> = rule.actions.iter().map(|a| a.as_str()).collect();
+            let mut policy = None;
+            if let Some(p) = self.policy.filter(|p| !p.is_empty()) {
+                // Offline, a key's aliases are only those the record names; tags are unknown.
+                let alias = f(10).filter(|k| k.starts_with("alias/"));
+                let facts = crate::plan::KeyFacts {
+                    aliases: alias.into_iter().map(str::to_owned).collect(),
+                    tags: vec![],
+                };
+                let decision = crate::plan::decide_for(
+                    p,
+                    &rule.id,
+                    &rule.actions,
+                    key.as_deref(),
+                    f(7),
+                    &facts,
+                    chrono::Utc::now(),
+                );
+                if let Some(d) = decision {
+                    actions = d.actions.iter().map(|a| a.as_str()).collect();
+                    let offline = if p.needs_aliases() || p.needs_tags() {
+                        " (scan cannot resolve aliases and tags through KMS: only an alias the record names counts)"
+                    } else {
+                        ""
+                    };
+                    policy = Some(format!("{}{offline}", d.reason));
+                }
+            }
             let line = json!({
                 "rule_id": rule.id,
                 "severity": rule.severity.as_str(),
@@ -121,7 +150,8 @@ impl Emitter<'_> {
                 "account": f(5).or(f(6)),
                 "key_arn": key,
                 "principal_arn": f(7),
-                "actions": rule.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                "actions": actions,
+                "policy": policy,
                 "file": file,
             });
             serde_json::to_writer(&mut *out, &line)?;
@@ -133,7 +163,7 @@ impl Emitter<'_> {
 }
 
 impl<'r> Scanner<'r> {
-    pub fn new(rules: &'r RuleSet) -> Self {
+    pub fn new(rules: &'r RuleSet, policy: Option<&'r crate::plan::Policy>) -> Self {
         let exprs: Vec<_> = rules
             .rules
             .iter()
@@ -157,6 +187,7 @@ impl<'r> Scanner<'r> {
             rules_only,
             em: Emitter {
                 rules,
+                policy,
                 fields,
                 arns,
                 stats: Stats::default(),
@@ -319,6 +350,7 @@ impl<'r> Scanner<'r> {
         let set = &self.set;
         let rules_only = &self.rules_only;
         let rules = self.em.rules;
+        let policy = self.em.policy;
         let (fields, arns) = (self.em.fields.clone(), self.em.arns.clone());
         std::thread::scope(|scope| -> io::Result<()> {
             let (work_tx, work_rx) = mpsc::sync_channel::<(u64, u64, Vec<u8>)>(workers * 2);
@@ -333,6 +365,7 @@ impl<'r> Scanner<'r> {
                 scope.spawn(move || {
                     let mut em = Emitter {
                         rules,
+                        policy,
                         fields,
                         arns,
                         stats: Stats::default(),

@@ -309,3 +309,42 @@ fn builtin_rules_pass_their_tests_from_the_cli() {
     assert!(t.status.success(), "{text}");
     assert!(text.trim_end().ends_with("12 passed, 0 failed"), "{text}");
 }
+
+#[test]
+fn scan_reports_what_the_protection_policy_would_do() {
+    let dir = temp_dir();
+    let config = dir.join("policy.toml");
+    // The real DisableKey record's key, protected by id; its caller is not allowed.
+    std::fs::write(
+        &config,
+        "[kms]\nprotected_keys = [\"65479477-67d5-4b84-b71c-d540f7a8f31f\"]\non_disable = \"enable_key\"\n\
+         allowed_principals = [\"arn:aws:iam::*:user/key-admin\"]\n",
+    )
+    .unwrap();
+    let ndjson: String = records().iter().map(|r| r.to_string() + "\n").collect();
+    let r = trailguard(
+        &["scan", "--config", config.to_str().unwrap(), "-"],
+        Some(ndjson.as_bytes()),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let disabled = r
+        .findings
+        .iter()
+        .find(|f| f["rule_id"] == "kms_key_disabled")
+        .unwrap();
+    assert_eq!(disabled["actions"], json!(["enable_key", "notify"]));
+    assert_eq!(
+        disabled["policy"],
+        "kms.protected_keys[0] (65479477-67d5-4b84-b71c-d540f7a8f31f) protects the key and the caller is not allowed; kms.on_disable = \"enable_key\""
+    );
+    let scheduled = r
+        .findings
+        .iter()
+        .find(|f| f["rule_id"] == "kms_key_deletion_scheduled")
+        .unwrap();
+    assert_eq!(
+        scheduled["policy"],
+        "the key is not protected by kms.protected_keys"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
