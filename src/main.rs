@@ -105,11 +105,11 @@ fn main() -> ExitCode {
             let result = scanner
                 .scan_paths(&paths, &mut out)
                 .and_then(|_| std::io::Write::flush(&mut out));
-            if let Err(e) = result {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    eprintln!("scan: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if let Err(e) = result
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("scan: {e}");
+                return ExitCode::FAILURE;
             }
             let stats = scanner.stats();
             for u in &stats.unreadable {

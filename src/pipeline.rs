@@ -54,10 +54,9 @@ async fn run_sweeps(
                 for (f, outcome, detail) in &report.results {
                     if f.planned == crate::iam::Planned::Deactivate
                         && *outcome == crate::state::Outcome::Applied
+                        && let Err(e) = store.mark_deactivated(&f.key.access_key_id, Utc::now())
                     {
-                        if let Err(e) = store.mark_deactivated(&f.key.access_key_id, Utc::now()) {
-                            error!(error = %e, "Cannot record a deactivation.");
-                        }
+                        error!(error = %e, "Cannot record a deactivation.");
                     }
                     let msg = crate::iam::sweep::render(f, *outcome, detail, sweeper.dry_run);
                     publish(sns.as_deref(), &msg).await;

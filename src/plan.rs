@@ -173,32 +173,29 @@ pub fn decide_for(
         });
     };
     for (i, e) in p.exemptions.iter().enumerate() {
-        if key_matches(&e.key, arn, facts) {
-            if now.date_naive() <= e.expires {
-                return Some(Decision {
-                    actions: notify(),
-                    reason: format!(
-                        "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
-                        e.key, e.expires, e.reason
-                    ),
-                });
-            }
+        if key_matches(&e.key, arn, facts) && now.date_naive() <= e.expires {
+            return Some(Decision {
+                actions: notify(),
+                reason: format!(
+                    "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
+                    e.key, e.expires, e.reason
+                ),
+            });
         }
     }
-    if let Some(principal) = principal_arn {
-        if let Some((i, g)) = p
+    if let Some(principal) = principal_arn
+        && let Some((i, g)) = p
             .allowed_principals
             .iter()
             .enumerate()
             .find(|(_, g)| glob(g, principal))
-        {
-            return Some(Decision {
-                actions: notify(),
-                reason: format!(
-                    "{protection} protects the key; the caller is allowed by kms.allowed_principals[{i}] ({g}): notified, not reverted"
-                ),
-            });
-        }
+    {
+        return Some(Decision {
+            actions: notify(),
+            reason: format!(
+                "{protection} protects the key; the caller is allowed by kms.allowed_principals[{i}] ({g}): notified, not reverted"
+            ),
+        });
     }
     let (actions, line) = if is_disable {
         match p.on_disable {

@@ -496,10 +496,10 @@ pub fn key_arn(r: &Record) -> Option<String> {
 
 /// [`key_arn`] over fields read any way.
 pub fn key_arn_of(f: &KeyFields<'_>) -> Option<String> {
-    if let Some(first) = f.error_message.and_then(|m| m.split_whitespace().next()) {
-        if is_key_arn(first) {
-            return Some(first.to_owned());
-        }
+    if let Some(first) = f.error_message.and_then(|m| m.split_whitespace().next())
+        && is_key_arn(first)
+    {
+        return Some(first.to_owned());
     }
     if let Some(id) = f.response_key_id.filter(|k| is_key_arn(k)) {
         return Some(id.to_owned());

@@ -1,5 +1,5 @@
 //! Reading CloudTrail event history with `LookupEvents`, filtered on one `EventSource`
-//! (`kms.amazonaws.com` per region; `iam.amazonaws.com` in us-east-1), every page of a [`Window`](crate::cursor::Window).
+//! (`kms.amazonaws.com` per region; `iam.amazonaws.com` in us-east-1), every page of a [`crate::cursor::Window`].
 //! Which windows to read, and why, is in [`crate::cursor`].
 //!
 //! Requests are paced to `cloudtrail.max_requests_per_second` (default 1/s, half the API's
