@@ -98,6 +98,21 @@ pub struct Remediation {
     pub steps: Vec<String>,
 }
 
+impl Remediation {
+    /// A remediation of `action` that has not succeeded (yet).
+    pub fn new(action: &str) -> Self {
+        Self {
+            action: action.to_owned(),
+            outcome: Outcome::Failed,
+            detail: String::new(),
+            state_before: None,
+            state_after: None,
+            deletion_date: None,
+            steps: Vec::new(),
+        }
+    }
+}
+
 /// A finding's work: remediation (if its rule asks for one) and notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

@@ -159,17 +159,10 @@ async fn dry_run_changes_nothing_and_says_what_it_would_do() {
         .send()
         .await
         .unwrap_err();
-    let notes = eventually(ONE_POLL + Duration::from_secs(4), || async {
-        let n: Vec<_> = world
-            .notifications()
-            .await
-            .into_iter()
-            .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
-            .collect();
-        (!n.is_empty()).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no dry-run notification:\n{}", guard.logs()));
+    let notes = world
+        .wait_notes("kms_pending_deletion_use", 1, ONE_POLL + Duration::from_secs(4))
+        .await
+        .unwrap_or_else(|| panic!("no dry-run notification:\n{}", guard.logs()));
     assert_eq!(notes[0].1["remediation"]["outcome"], "dry_run");
     assert_eq!(notes[0].1["dry_run"], true);
     assert!(notes[0].0.contains("would cancel"), "{}", notes[0].0);
@@ -263,17 +256,10 @@ async fn a_straggler_delivered_ten_minutes_late_is_still_caught() {
     })
     .await;
     assert!(rescued.is_some(), "straggler missed:\n{}", guard.logs());
-    let notes = eventually(Duration::from_secs(5), || async {
-        let n: Vec<_> = world
-            .notifications()
-            .await
-            .into_iter()
-            .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
-            .collect();
-        (!n.is_empty()).then_some(n)
-    })
-    .await
-    .expect("notified");
+    let notes = world
+        .wait_notes("kms_pending_deletion_use", 1, Duration::from_secs(5))
+        .await
+        .expect("notified");
     assert_eq!(notes[0].1["finding"]["event_id"], "straggler-1");
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }

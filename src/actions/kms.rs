@@ -74,6 +74,25 @@ impl KmsRemediator {
             .clone()
     }
 
+    /// Reads the key's state before acting, recording it (or why it could not be read) in `r`.
+    async fn state_before(
+        &self,
+        client: &Client,
+        arn: &str,
+        r: &mut Remediation,
+    ) -> Option<(KeyState, Option<String>)> {
+        match self.state(client, arn, &mut r.steps).await {
+            Ok((s, deletion)) => {
+                r.state_before = Some(s.as_str().to_owned());
+                Some((s, deletion))
+            }
+            Err(e) => {
+                r.detail = format!("could not read the key's state: {e}");
+                None
+            }
+        }
+    }
+
     async fn state(
         &self,
         client: &Client,
@@ -142,15 +161,7 @@ impl KmsRemediator {
 
     /// Re-enables a disabled key (protection policy `kms.on_disable = "enable_key"`), verified.
     pub async fn enable(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
-        let mut r = Remediation {
-            action: ENABLE_KEY.into(),
-            outcome: Outcome::Failed,
-            detail: String::new(),
-            state_before: None,
-            state_after: None,
-            deletion_date: None,
-            steps: Vec::new(),
-        };
+        let mut r = Remediation::new(ENABLE_KEY);
         let Some((arn, region)) = key_arn
             .and_then(|a| arn_parts(a).map(|(reg, owner)| (a, reg, owner)))
             .and_then(|(a, reg, owner)| (account.is_none_or(|acct| acct == owner)).then_some((a, reg)))
@@ -160,14 +171,9 @@ impl KmsRemediator {
             return r;
         };
         let client = self.client(region);
-        let before = match self.state(&client, arn, &mut r.steps).await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                r.detail = format!("could not read the key's state: {e}");
-                return r;
-            }
+        let Some((before, _)) = self.state_before(&client, arn, &mut r).await else {
+            return r;
         };
-        r.state_before = Some(before.as_str().to_owned());
         match before {
             KeyState::Enabled => {
                 r.outcome = Outcome::NotNeeded;
@@ -216,15 +222,7 @@ impl KmsRemediator {
 
     /// Rescues `key_arn`. `account` is the account trailguard acts in (the event's recipient).
     pub async fn rescue(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
-        let mut r = Remediation {
-            action: CANCEL_KEY_DELETION.into(),
-            outcome: Outcome::Failed,
-            detail: String::new(),
-            state_before: None,
-            state_after: None,
-            deletion_date: None,
-            steps: Vec::new(),
-        };
+        let mut r = Remediation::new(CANCEL_KEY_DELETION);
         let Some(arn) = key_arn else {
             r.outcome = Outcome::NotActionable;
             r.detail = "the event names no key ARN, so there is no key to act on".into();
@@ -246,14 +244,9 @@ impl KmsRemediator {
             return r;
         }
         let client = self.client(region);
-        let (before, deletion) = match self.state(&client, arn, &mut r.steps).await {
-            Ok(s) => s,
-            Err(e) => {
-                r.detail = format!("could not read the key's state: {e}");
-                return r;
-            }
+        let Some((before, deletion)) = self.state_before(&client, arn, &mut r).await else {
+            return r;
         };
-        r.state_before = Some(before.as_str().to_owned());
         r.deletion_date = deletion.clone();
         if !matches!(
             before,

@@ -205,6 +205,34 @@ impl World {
     }
 }
 
+impl World {
+    /// Waits for at least `at_least` notifications of `rule`; other rules' messages are dropped.
+    pub async fn wait_notes(
+        &self,
+        rule: &str,
+        at_least: usize,
+        limit: Duration,
+    ) -> Option<Vec<(String, Value, Value)>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut got = Vec::new();
+        loop {
+            got.extend(
+                self.notifications()
+                    .await
+                    .into_iter()
+                    .filter(|(_, b, _)| b["rule_id"] == rule),
+            );
+            if got.len() >= at_least {
+                return Some(got);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
