@@ -348,3 +348,42 @@ fn scan_reports_what_the_protection_policy_would_do() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn rules_come_from_a_rules_directory_too() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("rules.d")).unwrap();
+    std::fs::write(dir.join("trailguard.toml"), "rules_dir = \"rules.d\"\n").unwrap();
+    std::fs::write(
+        dir.join("rules.d/10-iam.toml"),
+        "[[rules]]\nid = \"iam_user_created\"\nseverity = \"low\"\npattern = '{ $.eventSource = iam.amazonaws.com && $.eventName = CreateUser }'\n\
+         [[rules.tests]]\nmust_match = true\nevent = { eventSource = \"iam.amazonaws.com\", eventName = \"CreateUser\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules.d/20-broken.toml"),
+        "[[rules]]\nid = \"broken\"\npattern = '{ $.a = '\n",
+    )
+    .unwrap();
+    let config = dir.join("trailguard.toml");
+    let r = trailguard(&["rules", "list", "--config", config.to_str().unwrap()], None);
+    assert_eq!(r.code, 64, "a broken file in the directory is an invalid config");
+    assert!(r.stderr.contains("20-broken.toml: rules[0].pattern: rule broken: column 9: expected a value after the operator, found the end of the pattern"), "{}", r.stderr);
+    std::fs::remove_file(dir.join("rules.d/20-broken.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trailguard"))
+        .args(["rules", "list", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("iam_user_created\tlow\tnotify\t") && l.contains("10-iam.toml")),
+        "{list}"
+    );
+    let t = Command::new(env!("CARGO_BIN_EXE_trailguard"))
+        .args(["rules", "test", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stdout));
+    let _ = std::fs::remove_dir_all(dir);
+}
