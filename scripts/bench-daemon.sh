@@ -5,22 +5,8 @@
 #   scripts/bench-daemon.sh idle [SECONDS]     LookupEvents calls and resident memory after
 #                                              SECONDS idle (default 600) at the default 15s poll
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
 mode="${1:-latency}"
-tests/setup.sh >/dev/null
-cargo build --quiet --release -p trailguard -p trailguard-sandbox
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
-work="$(mktemp -d)"
-port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sb_port="$(port_of)"; tg_port="$(port_of)"
-endpoint="http://127.0.0.1:$sb_port"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-"$bin/trailguard-sandbox" --listen "127.0.0.1:$sb_port" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "$endpoint/_sandbox/health" >/dev/null && break; sleep 0.1; done
+source "$(dirname "${BASH_SOURCE[0]}")/bench-sandbox.sh"
 poll="15s"; [ "$mode" = latency ] && poll="${POLL:-5s}"
 cat > "$work/trailguard.toml" <<TOML
 [aws]

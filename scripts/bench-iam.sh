@@ -4,22 +4,8 @@
 #   scripts/bench-iam.sh [USERS] [MIN_USERS_FOR_REPORT] [IAM_RPS]
 # Prints the sweep's IAM calls and duration, as trailguard logs them.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
 users="${1:-2000}"; min_users="${2:-500}"; rps="${3:-5}"
-tests/setup.sh >/dev/null
-cargo build --quiet --release -p trailguard -p trailguard-sandbox
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
-work="$(mktemp -d)"
-port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sb_port="$(port_of)"; tg_port="$(port_of)"
-endpoint="http://127.0.0.1:$sb_port"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-"$bin/trailguard-sandbox" --listen "127.0.0.1:$sb_port" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "$endpoint/_sandbox/health" >/dev/null && break; sleep 0.1; done
+source "$(dirname "${BASH_SOURCE[0]}")/bench-sandbox.sh"
 "$root/.venv/bin/python" - "$endpoint" "$users" <<'PY'
 import sys, json, datetime, urllib.request, boto3
 endpoint, n = sys.argv[1], int(sys.argv[2])

@@ -420,7 +420,16 @@ impl Worker {
                 }
             }
         }
+        if !self.policy.is_empty() && job.policy.is_none() {
+            self.apply_policy(&mut job).await;
+        }
+        // Aggregation holds back messages, never actions: a job is folded into an open window
+        // only if it needs no action, or if it is one more failed use of a key whose rescue the
+        // window already ran (a newer schedule closes that window, above). A protected key
+        // disabled again after trailguard re-enabled it is a new change, and is reverted again.
+        let foldable = job.remediated || job.finding.rule_id == rules::PENDING_DELETION_USE;
         if aggregate
+            && foldable
             && !self.window.is_zero()
             && let Some(open) = self.open.get_mut(&key)
         {
@@ -430,12 +439,6 @@ impl Worker {
                 error!(error = %e, "Cannot remove an aggregated job.");
             }
             return;
-        }
-        if !self.policy.is_empty() && job.policy.is_none() {
-            self.apply_policy(&mut job).await;
-        }
-        if !self.policy.is_empty() && job.policy.is_none() {
-            self.apply_policy(&mut job).await;
         }
         if !job.remediated {
             let (arn, account) = (job.finding.key_arn.as_deref(), job.finding.account.as_deref());

@@ -92,6 +92,22 @@ async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_sa
         )
     );
     assert_eq!(world.key_state(&payments).await.0, "Enabled");
+    // Disabled again within the aggregation window: a new change, reverted again.
+    world.kms.disable_key().key_id(&payments).send().await.unwrap();
+    let again = eventually(Duration::from_secs(15), || async {
+        (guard
+            .metric("trailguard_remediations_total{action=\"enable_key\",outcome=\"applied\"}")
+            .await
+            == 2.0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        again.is_some(),
+        "the second disable was not reverted:\n{}",
+        guard.logs()
+    );
+    assert_eq!(world.key_state(&payments).await.0, "Enabled");
 
     let allowed = note_for(&world, "kms_key_disabled", &ledger, &mut seen).await;
     assert_eq!(
@@ -144,7 +160,7 @@ async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_sa
         guard
             .metric("trailguard_remediations_total{action=\"enable_key\",outcome=\"applied\"}")
             .await,
-        1.0
+        2.0
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
