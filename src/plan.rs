@@ -14,7 +14,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::iam::glob;
+use crate::glob::matches as glob;
 use crate::rules::{self, Action, Finding};
 
 /// A key the policy protects: a key id, a key ARN, an alias glob (`alias/prod-*`) or a tag
@@ -107,8 +107,7 @@ fn key_matches(pattern: &str, arn: &str, facts: &KeyFacts) -> bool {
     if pattern.starts_with("alias/") {
         return facts.aliases.iter().any(|a| glob(pattern, a));
     }
-    let id = arn.rsplit('/').next().unwrap_or(arn);
-    pattern == arn || pattern == id
+    pattern == arn || crate::arn::Arn::parse(arn).and_then(|a| a.kms_key_id()) == Some(pattern)
 }
 
 /// The decision for one finding, and the policy line that made it.

@@ -201,10 +201,18 @@ async fn restart_does_not_repeat_the_rescue_or_the_message() {
     let _ = guard.child.wait();
     let publishes = world.sb.state().counter("sns.Publish");
 
+    let restarted = chrono::Utc::now();
     let mut again = Guard::start(&world, &config, port, &[]);
     again.wait_ready().await;
-    // Let it poll (and look back over the same events) a few times.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Wait until it has read past the restart and looked back over the same events.
+    let head = "trailguard_cloudtrail_head_timestamp_seconds{region=\"us-east-1\"}";
+    let dup = "trailguard_cloudtrail_duplicate_events_total{region=\"us-east-1\"}";
+    eventually(Duration::from_secs(30), || async {
+        (again.metric(head).await >= restarted.timestamp() as f64 && again.metric(dup).await >= 1.0)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("never read past the restart:\n{}", again.logs()));
     assert_eq!(
         world.sb.state().counter("kms.CancelKeyDeletion"),
         1,
@@ -233,9 +241,14 @@ async fn a_straggler_delivered_ten_minutes_late_is_still_caught() {
     let port = free_port();
     let mut guard = Guard::start(&world, &world.config("", port), port, &[]);
     guard.wait_ready().await;
-    // Let the head move past the event's time: it arrives long after the poll that covered it.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The head is past the event's time: it arrives long after the poll that covered it.
     let event_time = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let head = "trailguard_cloudtrail_head_timestamp_seconds{region=\"us-east-1\"}";
+    eventually(Duration::from_secs(20), || async {
+        (guard.metric(head).await > event_time.timestamp() as f64).then_some(())
+    })
+    .await
+    .expect("the head passes the event's time");
     let record = json!({
         "eventVersion": "1.08", "eventID": "straggler-1", "eventTime": event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
@@ -297,13 +310,10 @@ async fn a_thousand_failures_make_one_message_and_a_count() {
     std::fs::write(&config, text).unwrap();
     let mut guard = Guard::start(&world, &config, port, &[]);
     guard.wait_ready().await;
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let notes: Vec<_> = world
-        .notifications()
+    let notes = world
+        .wait_notes("kms_pending_deletion_use", 2, Duration::from_secs(30))
         .await
-        .into_iter()
-        .filter(|(_, b, _)| b["rule_id"] == "kms_pending_deletion_use")
-        .collect();
+        .unwrap_or_else(|| panic!("no summary:\n{}", guard.logs()));
     assert_eq!(
         notes.len(),
         2,
@@ -319,7 +329,21 @@ async fn a_thousand_failures_make_one_message_and_a_count() {
         1,
         "one rescue for the key"
     );
+    assert_eq!(
+        guard
+            .metric("trailguard_notifications_total{outcome=\"aggregated\"}")
+            .await,
+        199.0
+    );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
+    assert!(
+        world
+            .notifications()
+            .await
+            .iter()
+            .all(|(_, b, _)| b["rule_id"] != "kms_pending_deletion_use"),
+        "nothing more about the key after the summary"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

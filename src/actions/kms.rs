@@ -4,187 +4,107 @@
 //! `PendingReplicaDeletion`, `CancelKeyDeletion`, then `DescribeKey` again to verify it is
 //! `Disabled` (as AWS leaves it); optionally `EnableKey` and verify `Enabled`.
 //!
-//! Transient errors (throttling, 5xx, timeouts) are retried by the SDK's standard strategy with
-//! a bounded number of attempts; `EnableKey` right after the cancel may still see the old state
-//! (KMS is eventually consistent) and is retried a few times. Nothing is retried forever.
+//! Every step reads the key's state first, so running a remediation twice (after a crash, or
+//! because two findings name the same key) is "nothing to do" the second time, never an action
+//! repeated. Transient errors are retried by the AWS layer; `EnableKey` right after the cancel
+//! may still see the old state (KMS is eventually consistent) and is retried a few times more.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_kms::Client;
-use aws_sdk_kms::error::ProvideErrorMetadata;
-use aws_sdk_kms::types::KeyState;
+use super::{ActionKind, KeyApi, KeyDescription, KeyState, Outcome, Remediation, Remediator};
+use crate::arn::KeyArn;
+use crate::aws::{AwsError, ErrorType, RetryPolicy, Service, retry_if};
+use crate::plan::KeyFacts;
+use crate::rules::Action;
 
-use crate::state::{Outcome, Remediation};
-use crate::telemetry;
+/// How long `EnableKey` keeps trying while KMS still reports the pre-cancel state.
+const SETTLE: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    first_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(2),
+    deadline: Duration::from_secs(30),
+};
 
-pub const CANCEL_KEY_DELETION: &str = "cancel_key_deletion";
-pub const ENABLE_KEY: &str = "enable_key";
-
-/// KMS clients, one per region, made on first use.
-pub struct KmsRemediator {
-    base: aws_config::SdkConfig,
-    clients: Mutex<HashMap<String, Client>>,
+/// Remediation of KMS keys through a [`KeyApi`].
+pub struct KmsRemediator<K> {
+    api: K,
     pub dry_run: bool,
     pub enable_after_cancel: bool,
 }
 
-/// Parts of a key ARN: (region, account).
-pub fn arn_parts(arn: &str) -> Option<(&str, &str)> {
-    let p: Vec<&str> = arn.splitn(6, ':').collect();
-    (p.len() == 6 && p[0] == "arn" && p[2] == "kms").then(|| (p[3], p[4]))
+fn rfc3339(d: &Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    d.map(|t| t.to_rfc3339())
 }
 
-fn err_text<E: ProvideErrorMetadata + std::fmt::Debug>(e: &aws_sdk_kms::error::SdkError<E>) -> String {
-    match e.as_service_error() {
-        Some(s) => {
-            let code = s.code().unwrap_or("Unknown");
-            telemetry::aws_error("kms", code);
-            format!("{code}: {}", s.message().unwrap_or_default())
-        }
-        None => {
-            telemetry::aws_error("kms", "transport");
-            format!("request failed: {e}")
-        }
-    }
-}
-
-impl KmsRemediator {
-    pub fn new(base: aws_config::SdkConfig, dry_run: bool, enable_after_cancel: bool) -> Self {
+impl<K: KeyApi> KmsRemediator<K> {
+    pub fn new(api: K, dry_run: bool, enable_after_cancel: bool) -> Self {
         Self {
-            base,
-            clients: Mutex::new(HashMap::new()),
+            api,
             dry_run,
             enable_after_cancel,
         }
     }
 
-    fn client(&self, region: &str) -> Client {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(region.to_owned())
-            .or_insert_with(|| {
-                let conf = aws_sdk_kms::config::Builder::from(&self.base)
-                    .region(aws_sdk_kms::config::Region::new(region.to_owned()))
-                    .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(4))
-                    .build();
-                Client::from_conf(conf)
-            })
-            .clone()
+    /// `DescribeKey`, recorded as a step.
+    async fn describe(&self, key: &KeyArn, steps: &mut Vec<String>) -> Result<KeyDescription, AwsError> {
+        let r = self.api.describe_key(key).await;
+        steps.push(match &r {
+            Ok(d) => format!("DescribeKey: {}", d.state.as_str()),
+            Err(e) => format!("DescribeKey: {}", e.short()),
+        });
+        r
     }
 
-    /// Reads the key's state before acting, recording it (or why it could not be read) in `r`.
-    async fn state_before(
-        &self,
-        client: &Client,
-        arn: &str,
-        r: &mut Remediation,
-    ) -> Option<(KeyState, Option<String>)> {
-        match self.state(client, arn, &mut r.steps).await {
-            Ok((s, deletion)) => {
-                r.state_before = Some(s.as_str().to_owned());
-                Some((s, deletion))
-            }
-            Err(e) => {
-                r.detail = format!("could not read the key's state: {e}");
-                None
-            }
+    /// The key to act on, or why there is none: the finding must name a key of the account it
+    /// was recorded in (`CancelKeyDeletion` only works in the owning account).
+    fn target(key_arn: Option<&str>, account: Option<&str>, r: &mut Remediation) -> Option<KeyArn> {
+        let Some(text) = key_arn else {
+            r.outcome = Outcome::NotActionable;
+            r.detail = "the event names no key ARN, so there is no key to act on".into();
+            return None;
+        };
+        let Some(key) = KeyArn::parse(text) else {
+            r.outcome = Outcome::NotActionable;
+            r.detail = format!("{text} is not a KMS key ARN");
+            return None;
+        };
+        if let Some(acct) = account
+            && acct != key.account
+        {
+            r.outcome = Outcome::NotActionable;
+            r.detail = format!(
+                "the key belongs to account {}, not {acct} where the event was recorded; KMS only lets its owning account change it: act there",
+                key.account
+            );
+            return None;
         }
-    }
-
-    async fn state(
-        &self,
-        client: &Client,
-        arn: &str,
-        steps: &mut Vec<String>,
-    ) -> Result<(KeyState, Option<String>), String> {
-        match client.describe_key().key_id(arn).send().await {
-            Ok(out) => {
-                let m = out.key_metadata.ok_or("DescribeKey returned no metadata")?;
-                let state = m.key_state.clone().unwrap_or(KeyState::Enabled);
-                let deletion = m.deletion_date.map(|d| {
-                    chrono::DateTime::from_timestamp(d.secs(), 0)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default()
-                });
-                steps.push(format!("DescribeKey: {}", state.as_str()));
-                Ok((state, deletion))
-            }
-            Err(e) => {
-                let t = err_text(&e);
-                steps.push(format!("DescribeKey: {t}"));
-                Err(t)
-            }
-        }
-    }
-
-    /// A key's aliases and tags, for the protection policy (`kms:ListAliases`,
-    /// `kms:ListResourceTags`; both work in every key state).
-    pub async fn facts(
-        &self,
-        key_arn: &str,
-        aliases: bool,
-        tags: bool,
-    ) -> Result<crate::plan::KeyFacts, String> {
-        let region = arn_parts(key_arn)
-            .map(|(r, _)| r.to_owned())
-            .ok_or_else(|| format!("{key_arn} is not a KMS key ARN"))?;
-        let client = self.client(&region);
-        let mut facts = crate::plan::KeyFacts::default();
-        if aliases {
-            let mut pages = client.list_aliases().key_id(key_arn).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| err_text(&e))?;
-                facts.aliases.extend(
-                    page.aliases()
-                        .iter()
-                        .filter_map(|a| a.alias_name().map(str::to_owned)),
-                );
-            }
-        }
-        if tags {
-            let out = client
-                .list_resource_tags()
-                .key_id(key_arn)
-                .send()
-                .await
-                .map_err(|e| err_text(&e))?;
-            facts.tags = out
-                .tags()
-                .iter()
-                .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
-                .collect();
-        }
-        Ok(facts)
+        Some(key)
     }
 
     /// Re-enables a disabled key (protection policy `kms.on_disable = "enable_key"`), verified.
     pub async fn enable(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
-        let mut r = Remediation::new(ENABLE_KEY);
-        let Some((arn, region)) = key_arn
-            .and_then(|a| arn_parts(a).map(|(reg, owner)| (a, reg, owner)))
-            .and_then(|(a, reg, owner)| (account.is_none_or(|acct| acct == owner)).then_some((a, reg)))
-        else {
-            r.outcome = Outcome::NotActionable;
-            r.detail = "no key of this account is named by the event".into();
+        let mut r = Remediation::new(ActionKind::EnableKey);
+        let Some(key) = Self::target(key_arn, account, &mut r) else {
             return r;
         };
-        let client = self.client(region);
-        let Some((before, _)) = self.state_before(&client, arn, &mut r).await else {
-            return r;
+        let before = match self.describe(&key, &mut r.steps).await {
+            Ok(d) => d.state,
+            Err(e) => {
+                r.detail = format!("could not read the key's state: {}", e.short());
+                return r;
+            }
         };
+        r.state_before = Some(before.as_str().to_owned());
+        r.state_after = r.state_before.clone();
         match before {
             KeyState::Enabled => {
                 r.outcome = Outcome::NotNeeded;
-                r.state_after = r.state_before.clone();
                 r.detail = "the key is already Enabled: nothing to do".into();
                 return r;
             }
             KeyState::Disabled => {}
             other => {
                 r.outcome = Outcome::NotActionable;
-                r.state_after = r.state_before.clone();
                 r.detail = format!(
                     "the key is {}, not Disabled: EnableKey cannot help",
                     other.as_str()
@@ -194,73 +114,56 @@ impl KmsRemediator {
         }
         if self.dry_run {
             r.outcome = Outcome::DryRun;
-            r.state_after = r.state_before.clone();
             r.detail = "dry run: would re-enable this key".into();
             return r;
         }
-        if let Err(e) = client.enable_key().key_id(arn).send().await {
-            let t = err_text(&e);
-            r.steps.push(format!("EnableKey: {t}"));
-            r.detail = format!("EnableKey failed: {t}; the key is still Disabled");
+        if let Err(e) = self.api.enable_key(&key).await {
+            r.steps.push(format!("EnableKey: {}", e.short()));
+            r.detail = format!("EnableKey failed: {}; the key is still Disabled", e.short());
             return r;
         }
         r.steps.push("EnableKey: ok".into());
-        match self.state(&client, arn, &mut r.steps).await {
-            Ok((KeyState::Enabled, _)) => {
+        match self.describe(&key, &mut r.steps).await {
+            Ok(d) if d.state == KeyState::Enabled => {
                 r.outcome = Outcome::Applied;
                 r.state_after = Some("Enabled".into());
                 r.detail = "re-enabled (EnableKey, verified)".into();
             }
-            Ok((s, _)) => {
-                r.state_after = Some(s.as_str().to_owned());
-                r.detail = format!("EnableKey succeeded but the key is {}", s.as_str());
+            Ok(d) => {
+                r.state_after = Some(d.state.as_str().to_owned());
+                r.detail = format!("EnableKey succeeded but the key is {}", d.state.as_str());
             }
-            Err(e) => r.detail = format!("EnableKey sent, but not verified: {e}"),
+            Err(e) => r.detail = format!("EnableKey sent, but not verified: {}", e.short()),
         }
         r
     }
 
-    /// Rescues `key_arn`. `account` is the account trailguard acts in (the event's recipient).
+    /// Rescues a key pending deletion.
     pub async fn rescue(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
-        let mut r = Remediation::new(CANCEL_KEY_DELETION);
-        let Some(arn) = key_arn else {
-            r.outcome = Outcome::NotActionable;
-            r.detail = "the event names no key ARN, so there is no key to act on".into();
+        let mut r = Remediation::new(ActionKind::CancelKeyDeletion);
+        let Some(key) = Self::target(key_arn, account, &mut r) else {
             return r;
         };
-        let Some((region, owner)) = arn_parts(arn) else {
-            r.outcome = Outcome::NotActionable;
-            r.detail = format!("{arn} is not a KMS key ARN");
-            return r;
+        let before = match self.describe(&key, &mut r.steps).await {
+            Ok(d) => d,
+            Err(e) => {
+                r.detail = format!("could not read the key's state: {}", e.short());
+                return r;
+            }
         };
-        if let Some(acct) = account
-            && acct != owner
-        {
-            r.outcome = Outcome::NotActionable;
-            r.detail = format!(
-                "the key belongs to account {owner}, not {acct} where trailguard runs; \
-                     CancelKeyDeletion only works in the owning account: cancel it there"
-            );
-            return r;
-        }
-        let client = self.client(region);
-        let Some((before, deletion)) = self.state_before(&client, arn, &mut r).await else {
-            return r;
-        };
-        r.deletion_date = deletion.clone();
-        if !matches!(
-            before,
-            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
-        ) {
+        r.state_before = Some(before.state.as_str().to_owned());
+        r.deletion_date = rfc3339(&before.deletion_date);
+        if !before.state.pending_deletion() {
             r.outcome = Outcome::NotNeeded;
             r.state_after = r.state_before.clone();
             r.detail = format!(
                 "the key is {}, not pending deletion: nothing to do",
-                before.as_str()
+                before.state.as_str()
             );
             return r;
         }
-        let when = deletion
+        let when = r
+            .deletion_date
             .as_deref()
             .map(|d| format!(" (deletion date {d})"))
             .unwrap_or_default();
@@ -277,18 +180,22 @@ impl KmsRemediator {
             );
             return r;
         }
-        if let Err(e) = client.cancel_key_deletion().key_id(arn).send().await {
-            let t = err_text(&e);
-            r.steps.push(format!("CancelKeyDeletion: {t}"));
-            r.detail =
-                format!("CancelKeyDeletion failed: {t}; the key is still scheduled for deletion{when}");
+        if let Err(e) = self.api.cancel_key_deletion(&key).await {
+            r.steps.push(format!("CancelKeyDeletion: {}", e.short()));
+            r.detail = format!(
+                "CancelKeyDeletion failed: {}; the key is still scheduled for deletion{when}",
+                e.short()
+            );
             return r;
         }
         r.steps.push("CancelKeyDeletion: ok".into());
-        let after = match self.state(&client, arn, &mut r.steps).await {
-            Ok((s, _)) => s,
+        let after = match self.describe(&key, &mut r.steps).await {
+            Ok(d) => d.state,
             Err(e) => {
-                r.detail = format!("CancelKeyDeletion succeeded but the result could not be verified: {e}");
+                r.detail = format!(
+                    "CancelKeyDeletion succeeded but the result could not be verified: {}",
+                    e.short()
+                );
                 return r;
             }
         };
@@ -307,48 +214,197 @@ impl KmsRemediator {
             );
             return r;
         }
-        let mut last = String::new();
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
-            }
-            match client.enable_key().key_id(arn).send().await {
-                Ok(_) => {
-                    r.steps.push("EnableKey: ok".into());
-                    last.clear();
-                    break;
-                }
-                Err(e) => {
-                    last = err_text(&e);
-                    r.steps.push(format!("EnableKey: {last}"));
-                    let retryable = e
-                        .as_service_error()
-                        .is_some_and(|s| s.code() == Some("KMSInvalidStateException"));
-                    if !retryable {
-                        break;
-                    }
-                }
-            }
-        }
-        if !last.is_empty() {
-            r.detail = format!("deletion cancelled{when}, but EnableKey failed: {last}; the key is Disabled");
+        let enabled = retry_if(
+            &SETTLE,
+            Service::Kms,
+            "EnableKey",
+            |e| e.error_type == ErrorType::InvalidState,
+            || self.api.enable_key(&key),
+        )
+        .await;
+        if let Err(e) = enabled {
+            r.steps.push(format!("EnableKey: {}", e.short()));
+            r.detail = format!(
+                "deletion cancelled{when}, but EnableKey failed: {}; the key is Disabled",
+                e.short()
+            );
             return r;
         }
-        match self.state(&client, arn, &mut r.steps).await {
-            Ok((KeyState::Enabled, _)) => {
+        r.steps.push("EnableKey: ok".into());
+        match self.describe(&key, &mut r.steps).await {
+            Ok(d) if d.state == KeyState::Enabled => {
                 r.state_after = Some("Enabled".into());
                 r.outcome = Outcome::Applied;
                 r.detail = format!("deletion cancelled{when} and the key re-enabled");
             }
-            Ok((s, _)) => {
-                r.state_after = Some(s.as_str().to_owned());
+            Ok(d) => {
+                r.state_after = Some(d.state.as_str().to_owned());
                 r.detail = format!(
                     "deletion cancelled{when}, but after EnableKey the key is {}",
-                    s.as_str()
+                    d.state.as_str()
                 );
             }
-            Err(e) => r.detail = format!("deletion cancelled and EnableKey sent, but not verified: {e}"),
+            Err(e) => {
+                r.detail = format!(
+                    "deletion cancelled and EnableKey sent, but not verified: {}",
+                    e.short()
+                )
+            }
         }
         r
+    }
+}
+
+impl<K: KeyApi> Remediator for KmsRemediator<K> {
+    async fn remediate(&self, action: Action, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
+        match action {
+            Action::CancelKeyDeletion => self.rescue(key_arn, account).await,
+            Action::EnableKey => self.enable(key_arn, account).await,
+            Action::Notify => {
+                let mut r = Remediation::new(ActionKind::Notify);
+                r.outcome = Outcome::NotNeeded;
+                r.detail = "notified only".into();
+                r
+            }
+        }
+    }
+
+    async fn key_facts(&self, key_arn: &str, aliases: bool, tags: bool) -> Result<KeyFacts, AwsError> {
+        let key = KeyArn::parse(key_arn).ok_or_else(|| {
+            AwsError::local(
+                Service::Kms,
+                "ListAliases",
+                ErrorType::Validation,
+                format!("{key_arn} is not a KMS key ARN"),
+            )
+        })?;
+        let mut facts = KeyFacts::default();
+        if aliases {
+            facts.aliases = self.api.list_aliases(&key).await?;
+        }
+        if tags {
+            facts.tags = self.api.list_resource_tags(&key).await?;
+        }
+        Ok(facts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A key in memory that behaves as KMS's state table says.
+    #[derive(Default)]
+    struct FakeKms {
+        state: Mutex<Option<KeyState>>,
+        calls: Mutex<Vec<&'static str>>,
+        /// EnableKey answers "invalid state" this many times first (eventual consistency).
+        stale_enables: Mutex<u32>,
+        fail_cancel: bool,
+    }
+
+    impl FakeKms {
+        fn with(state: KeyState) -> Self {
+            Self {
+                state: Mutex::new(Some(state)),
+                ..Default::default()
+            }
+        }
+        fn err(op: &'static str, t: ErrorType) -> AwsError {
+            AwsError::local(Service::Kms, op, t, "fake")
+        }
+    }
+
+    impl KeyApi for FakeKms {
+        async fn describe_key(&self, _: &KeyArn) -> Result<KeyDescription, AwsError> {
+            self.calls.lock().unwrap().push("DescribeKey");
+            let state = self.state.lock().unwrap().clone().unwrap();
+            Ok(KeyDescription {
+                deletion_date: state.pending_deletion().then(chrono::Utc::now),
+                state,
+            })
+        }
+        async fn cancel_key_deletion(&self, _: &KeyArn) -> Result<(), AwsError> {
+            self.calls.lock().unwrap().push("CancelKeyDeletion");
+            if self.fail_cancel {
+                return Err(Self::err("CancelKeyDeletion", ErrorType::Server));
+            }
+            *self.state.lock().unwrap() = Some(KeyState::Disabled);
+            Ok(())
+        }
+        async fn enable_key(&self, _: &KeyArn) -> Result<(), AwsError> {
+            self.calls.lock().unwrap().push("EnableKey");
+            let mut stale = self.stale_enables.lock().unwrap();
+            if *stale > 0 {
+                *stale -= 1;
+                return Err(Self::err("EnableKey", ErrorType::InvalidState));
+            }
+            *self.state.lock().unwrap() = Some(KeyState::Enabled);
+            Ok(())
+        }
+        async fn list_aliases(&self, _: &KeyArn) -> Result<Vec<String>, AwsError> {
+            Ok(vec!["alias/a".into()])
+        }
+        async fn list_resource_tags(&self, _: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
+            Ok(vec![])
+        }
+    }
+
+    const ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/k-1";
+
+    #[tokio::test(start_paused = true)]
+    async fn rescue_cancels_and_verifies_and_is_idempotent() {
+        let kms = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), false, false);
+        let r = kms.rescue(Some(ARN), Some("111122223333")).await;
+        assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+        assert_eq!(r.state_after.as_deref(), Some("Disabled"));
+        assert_eq!(
+            r.steps,
+            [
+                "DescribeKey: PendingDeletion",
+                "CancelKeyDeletion: ok",
+                "DescribeKey: Disabled"
+            ]
+        );
+        let again = kms.rescue(Some(ARN), Some("111122223333")).await;
+        assert_eq!(again.outcome, Outcome::NotNeeded);
+        let calls = kms.api.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|c| **c == "CancelKeyDeletion").count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enable_after_cancel_waits_out_eventual_consistency() {
+        let api = FakeKms::with(KeyState::PendingDeletion);
+        *api.stale_enables.lock().unwrap() = 2;
+        let kms = KmsRemediator::new(api, false, true);
+        let r = kms.rescue(Some(ARN), None).await;
+        assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+        assert_eq!(r.state_after.as_deref(), Some("Enabled"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_dry_runs_and_other_accounts_say_so() {
+        let api = FakeKms {
+            fail_cancel: true,
+            ..FakeKms::with(KeyState::PendingDeletion)
+        };
+        let r = KmsRemediator::new(api, false, false)
+            .rescue(Some(ARN), None)
+            .await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.detail.contains("still scheduled for deletion"), "{}", r.detail);
+
+        let dry = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), true, false);
+        assert_eq!(dry.rescue(Some(ARN), None).await.outcome, Outcome::DryRun);
+        assert!(!dry.api.calls.lock().unwrap().contains(&"CancelKeyDeletion"));
+
+        let other = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), false, false);
+        let r = other.rescue(Some(ARN), Some("444455556666")).await;
+        assert_eq!(r.outcome, Outcome::NotActionable);
+        assert!(other.api.calls.lock().unwrap().is_empty());
+
+        let disabled = KmsRemediator::new(FakeKms::with(KeyState::Disabled), false, false);
+        assert_eq!(disabled.enable(Some(ARN), None).await.outcome, Outcome::Applied);
     }
 }

@@ -12,12 +12,19 @@
 //! If a sweep would change more keys than `iam.max_actions_per_sweep`, it changes none and says
 //! why: a mass-expiry is more likely a clock, config or data problem than 11 stale keys.
 
+pub mod api;
+pub mod config;
+pub mod report;
 pub mod sweep;
+
+pub use api::IamApi;
 
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::glob;
 
 pub const UNROTATED: &str = "iam_access_key_unrotated";
 pub const UNUSED: &str = "iam_access_key_unused";
@@ -83,20 +90,6 @@ pub struct Policy {
     pub exemptions: Vec<Exemption>,
 }
 
-/// Glob with `*` (any run) and `?` (one character).
-pub fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
-}
-
 impl Exemption {
     pub fn applies(&self, k: &KeyInfo, now: DateTime<Utc>) -> bool {
         if self.expires.is_some_and(|d| now.date_naive() > d) {
@@ -105,7 +98,7 @@ impl Exemption {
         let user = self
             .user
             .as_deref()
-            .is_none_or(|g| glob(g, &k.user_name) || glob(g, &k.user_arn));
+            .is_none_or(|g| glob::matches(g, &k.user_name) || glob::matches(g, &k.user_arn));
         let path = self.path.as_deref().is_none_or(|p| k.user_path.starts_with(p));
         let key = self
             .access_key_id
@@ -405,12 +398,5 @@ mod tests {
         assert!(f.iter().all(|f| f.planned == Planned::BlastRadius));
         let f = plan(&keys[..10], now(), &policy(KeyAction::Deactivate));
         assert!(f.iter().all(|f| f.planned == Planned::Deactivate));
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("arn:aws:iam::*:user/svc/*", "arn:aws:iam::1:user/svc/a"));
-        assert!(glob("ci-?", "ci-1"));
-        assert!(!glob("ci-?", "ci-12"));
     }
 }

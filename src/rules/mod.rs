@@ -1,6 +1,6 @@
 //! The rule engine: rules are data, written as CloudWatch Logs filter patterns
-//! ([`pattern`]), compiled together to the fields they read ([`compiled`]). Pure: no I/O here
-//! beyond reading rule files when a [`RuleSet`] is loaded.
+//! ([`pattern`]), compiled together to the fields they read ([`compiled`]). Pure: rule files
+//! and test-case files are read by the configuration loader ([`crate::config`]).
 //!
 //! The built-in rules are defined the same way, in `src/rules/builtin.toml`, shipped inside the
 //! binary, each with its own test cases; their ids are stable, because metrics, logs,
@@ -25,7 +25,7 @@
 pub mod compiled;
 pub mod pattern;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -65,6 +65,11 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the action changes a key (anything but notifying).
+    pub fn remediates(self) -> bool {
+        matches!(self, Action::CancelKeyDeletion | Action::EnableKey)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Notify => "notify",
@@ -177,36 +182,11 @@ impl RuleSet {
         Self::load(Vec::new()).expect("the built-in rules are valid (tested)")
     }
 
-    /// Reads every `*.toml` file of a rules directory (sorted by name).
-    pub fn read_dir(dir: &Path) -> Result<Vec<RuleSource>, RuleProblem> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| RuleProblem {
-                key: "rules_dir".into(),
-                message: format!("cannot read {}: {e}", dir.display()),
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(&path).map_err(|e| RuleProblem {
-                    key: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                let file: RuleFile = toml::from_str(&text).map_err(|e| RuleProblem {
-                    key: path.display().to_string(),
-                    message: e.message().to_owned(),
-                })?;
-                Ok(RuleSource {
-                    name: path.display().to_string(),
-                    key_prefix: format!("{}: rules", path.display()),
-                    base_dir: path.parent().map(Path::to_path_buf),
-                    rules: file.rules,
-                })
-            })
-            .collect()
+    /// The rules of one rules file's text (`[[rules]]` tables).
+    pub fn parse_file(text: &str) -> Result<Vec<RawRule>, String> {
+        toml::from_str::<RuleFile>(text)
+            .map(|f| f.rules)
+            .map_err(|e| e.message().to_owned())
     }
 
     /// Built-ins, then each source in order; a later rule with an existing id overrides it.
@@ -282,15 +262,10 @@ impl RuleSet {
                     let event = match (&rt.event, &rt.event_file) {
                         (Some(toml::Value::String(s)), None) => Ok(s.clone()),
                         (Some(v @ toml::Value::Table(_)), None) => Ok(toml_to_json(v).to_string()),
-                        (None, Some(f)) => {
-                            let path = src
-                                .base_dir
-                                .as_ref()
-                                .map(|d| d.join(f))
-                                .unwrap_or_else(|| f.clone());
-                            std::fs::read_to_string(&path)
-                                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                        }
+                        (None, Some(f)) => Err(format!(
+                            "event_file {} was not read (the configuration loader reads rule files)",
+                            f.display()
+                        )),
                         _ => {
                             Err("give exactly one of event (JSON text or a table) and event_file".to_owned())
                         }

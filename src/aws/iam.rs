@@ -1,0 +1,235 @@
+//! [`IamApi`] over the IAM SDK client (IAM is global: its calls go to the partition's home
+//! region), paced to `iam.max_requests_per_second`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_iam::types::StatusType;
+
+use super::{
+    Aws, AwsError, Limiter, Place, RetryPolicy, SdkError, SdkErrorKind, Service, chrono_time, retry, sdk_err,
+};
+use crate::iam::LastUse;
+use crate::iam::api::{AccessKey, CredentialReport, IamApi, User};
+
+#[derive(Debug, Clone)]
+pub struct Iam {
+    aws: Aws,
+    region: String,
+    pacer: Arc<Limiter>,
+    calls: Arc<AtomicU64>,
+}
+
+fn err<E: SdkErrorKind>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
+    sdk_err(Service::Iam, op)
+}
+
+impl Iam {
+    /// IAM in `region` (the partition's home region), at most `rate` calls per second.
+    pub fn new(aws: Aws, region: &str, rate: f64) -> Self {
+        Self {
+            aws,
+            region: region.to_owned(),
+            pacer: Arc::new(Limiter::new(rate)),
+            calls: Arc::default(),
+        }
+    }
+
+    fn client(&self) -> aws_sdk_iam::Client {
+        self.aws.iam(&self.region)
+    }
+
+    async fn pace(&self) {
+        self.pacer.acquire(&Place::new("iam", &self.region)).await;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl IamApi for Iam {
+    async fn list_users(&self) -> Result<Vec<User>, AwsError> {
+        let client = self.client();
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = retry(&RetryPolicy::ACTION, Service::Iam, "ListUsers", || async {
+                self.pace().await;
+                client
+                    .list_users()
+                    .set_marker(marker.clone())
+                    .max_items(1000)
+                    .send()
+                    .await
+                    .map_err(err("ListUsers"))
+            })
+            .await?;
+            out.extend(page.users().iter().map(|u| User {
+                name: u.user_name().to_owned(),
+                arn: u.arn().to_owned(),
+                path: u.path().to_owned(),
+            }));
+            match page.marker().filter(|_| page.is_truncated()) {
+                Some(m) => marker = Some(m.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKey>, AwsError> {
+        let client = self.client();
+        let out = retry(&RetryPolicy::ACTION, Service::Iam, "ListAccessKeys", || async {
+            self.pace().await;
+            client
+                .list_access_keys()
+                .user_name(user)
+                .send()
+                .await
+                .map_err(err("ListAccessKeys"))
+        })
+        .await?;
+        Ok(out
+            .access_key_metadata()
+            .iter()
+            .filter_map(|m| {
+                Some(AccessKey {
+                    id: m.access_key_id()?.to_owned(),
+                    active: m.status() == Some(&StatusType::Active),
+                    created: m.create_date().map(chrono_time),
+                })
+            })
+            .collect())
+    }
+
+    async fn last_used(&self, access_key_id: &str) -> Result<Option<LastUse>, AwsError> {
+        let client = self.client();
+        let out = retry(
+            &RetryPolicy::ACTION,
+            Service::Iam,
+            "GetAccessKeyLastUsed",
+            || async {
+                self.pace().await;
+                client
+                    .get_access_key_last_used()
+                    .access_key_id(access_key_id)
+                    .send()
+                    .await
+                    .map_err(err("GetAccessKeyLastUsed"))
+            },
+        )
+        .await?;
+        Ok(out.access_key_last_used().and_then(|u| {
+            u.last_used_date().map(|d| LastUse {
+                date: chrono_time(d),
+                service: u.service_name().to_owned(),
+                region: u.region().to_owned(),
+            })
+        }))
+    }
+
+    async fn user_tags(&self, user: &str) -> Result<Vec<(String, String)>, AwsError> {
+        let client = self.client();
+        let out = retry(&RetryPolicy::ACTION, Service::Iam, "ListUserTags", || async {
+            self.pace().await;
+            client
+                .list_user_tags()
+                .user_name(user)
+                .send()
+                .await
+                .map_err(err("ListUserTags"))
+        })
+        .await?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect())
+    }
+
+    async fn deactivate(&self, user: &str, access_key_id: &str) -> Result<(), AwsError> {
+        let client = self.client();
+        retry(&RetryPolicy::ACTION, Service::Iam, "UpdateAccessKey", || async {
+            self.pace().await;
+            client
+                .update_access_key()
+                .user_name(user)
+                .access_key_id(access_key_id)
+                .status(StatusType::Inactive)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(err("UpdateAccessKey"))
+        })
+        .await
+    }
+
+    async fn delete(&self, user: &str, access_key_id: &str) -> Result<(), AwsError> {
+        let client = self.client();
+        retry(&RetryPolicy::ACTION, Service::Iam, "DeleteAccessKey", || async {
+            self.pace().await;
+            client
+                .delete_access_key()
+                .user_name(user)
+                .access_key_id(access_key_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(err("DeleteAccessKey"))
+        })
+        .await
+    }
+
+    async fn credential_report(&self) -> Result<Option<CredentialReport>, AwsError> {
+        let client = self.client();
+        let r = retry(
+            &RetryPolicy::ACTION,
+            Service::Iam,
+            "GetCredentialReport",
+            || async {
+                self.pace().await;
+                client
+                    .get_credential_report()
+                    .send()
+                    .await
+                    .map_err(err("GetCredentialReport"))
+            },
+        )
+        .await;
+        match r {
+            Ok(r) => Ok(Some(CredentialReport {
+                generated: r.generated_time().map(chrono_time),
+                csv: r.content.map(|c| c.into_inner()).unwrap_or_default(),
+            })),
+            Err(e)
+                if matches!(
+                    e.code.as_deref(),
+                    Some("ReportNotPresent" | "ReportExpired" | "ReportInProgress")
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn generate_credential_report(&self) -> Result<(), AwsError> {
+        let client = self.client();
+        retry(
+            &RetryPolicy::ACTION,
+            Service::Iam,
+            "GenerateCredentialReport",
+            || async {
+                self.pace().await;
+                client
+                    .generate_credential_report()
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(err("GenerateCredentialReport"))
+            },
+        )
+        .await
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,136 @@
+//! `trailguard run`: start telemetry, open the state, run the daemon until SIGTERM/SIGINT, and
+//! drain within `server.shutdown_grace`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_STATE;
+use crate::aws::{self, Aws};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::pipeline::{self, Daemon};
+use crate::state::Store;
+use crate::telemetry::{self, Health, Known};
+
+pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
+    telemetry::init_logging(cfg.log.format, &cfg.log.level);
+    let clock = Clock::new();
+    let specs = pipeline::pollers(&cfg);
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let mut rule_ids: Vec<String> = cfg.rules.rules.iter().map(|r| r.id.clone()).collect();
+    if cfg.iam.is_some() {
+        rule_ids.extend([crate::iam::UNROTATED.to_owned(), crate::iam::UNUSED.to_owned()]);
+    }
+    let mut regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
+    regions.dedup();
+    let metrics = telemetry::install_metrics(
+        &Known {
+            pollers: names.clone(),
+            regions,
+            rule_ids,
+            dry_run: cfg.dry_run,
+        },
+        clock.host_now().timestamp() as f64,
+    );
+    let store = match Store::open(&cfg.state_dir, reset_state) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot use the state store.");
+            eprintln!("trailguard: {e}");
+            return ExitCode::from(EXIT_STATE);
+        }
+    };
+    let listener = match telemetry::bind(cfg.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %cfg.server.listen, error = %e, "Cannot listen for metrics and health checks.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let health = Health::new(&names, cfg.cloudtrail.poll_interval);
+    let aws = Aws::new(aws::load_sdk_config().await, clock);
+    let shutdown = CancellationToken::new();
+    let grace = cfg.server.shutdown_grace;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        regions = ?cfg.regions,
+        pollers = ?names,
+        dry_run = cfg.dry_run,
+        listen = %cfg.server.listen,
+        poll_interval_s = cfg.cloudtrail.poll_interval.as_secs(),
+        "trailguard starting."
+    );
+    if cfg.dry_run {
+        tracing::warn!("Dry run: trailguard matches and notifies what it would do, and changes nothing.");
+    }
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    let daemon = Daemon {
+        config: cfg,
+        store,
+        health,
+        aws,
+    };
+    let mut work = tokio::spawn(daemon.run(shutdown.clone()));
+
+    tokio::select! {
+        _ = signal() => {}
+        res = &mut work => {
+            shutdown.cancel();
+            let _ = server.await;
+            return match res {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "The state cannot be trusted; stopping.");
+                    eprintln!("trailguard: {e}");
+                    ExitCode::from(EXIT_STATE)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "trailguard crashed.");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "Shutting down: finishing work in flight."
+    );
+    shutdown.cancel();
+    match tokio::time::timeout(grace, &mut work).await {
+        Ok(_) => {
+            let _ = server.await;
+            tracing::info!("trailguard stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            tracing::error!(
+                grace_s = grace.as_secs(),
+                "Work did not finish within the shutdown grace period."
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,93 @@
+//! What an IAM access-key finding's notification says. Pure: rendering only.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::message::{Message, clean_subject};
+use crate::iam::sweep::planned_action;
+use crate::iam::{KeyFinding, Planned, UNUSED};
+use crate::job::Outcome;
+
+/// The notification for one key finding of the sweep that began at `sweep` (its id is derived
+/// from the key, what was done and the sweep, so a resend after a crash carries the same id).
+pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, sweep: &str) -> Message {
+    let k = &f.key;
+    let rules = f.rule_ids.join(", ");
+    let action = planned_action(f.planned).as_str();
+    let what = match (f.planned, outcome) {
+        (_, Outcome::DryRun) => format!("would {action}"),
+        (Planned::Deactivate, Outcome::Applied) => "deactivated".into(),
+        (Planned::Delete, Outcome::Applied) => "deleted".into(),
+        (_, Outcome::Failed) => format!("{action} FAILED"),
+        (Planned::Exempt, _) => "exempt".into(),
+        (Planned::BlastRadius, _) => "NOT changed (blast radius)".into(),
+        _ => "stale".into(),
+    };
+    let reason = if f.rule_ids.contains(&UNUSED) {
+        if f.never_used {
+            format!("never used, created {}d ago", f.age_days)
+        } else {
+            format!("unused {}d", f.unused_days)
+        }
+    } else {
+        format!("{}d old", f.age_days)
+    };
+    let subject = clean_subject(&format!(
+        "[MEDIUM] IAM key {} of {}: {what}, {reason}",
+        k.access_key_id, k.user_name
+    ));
+    let last_use = match &k.last_used {
+        Some(u) => format!("{} ({} in {})", u.date.to_rfc3339(), u.service, u.region),
+        None => "never used (counted from its creation)".into(),
+    };
+    let mut fields = BTreeMap::new();
+    fields.insert("1 Rules", rules);
+    fields.insert("2 User", format!("{} ({})", k.user_name, k.user_arn));
+    fields.insert(
+        "3 Access key",
+        format!(
+            "{} ({})",
+            k.access_key_id,
+            if k.active { "Active" } else { "Inactive" }
+        ),
+    );
+    fields.insert(
+        "4 Age",
+        format!("{} days (created {})", f.age_days, k.created.to_rfc3339()),
+    );
+    fields.insert("5 Last use", last_use);
+    fields.insert(
+        "6 Exemption",
+        f.exemption.clone().unwrap_or_else(|| "none".into()),
+    );
+    fields.insert("7 Action", action.into());
+    fields.insert("8 Outcome", format!("{}: {detail}", outcome.as_str()));
+    let mut text = String::from("An IAM access key breaks the CIS rotation/usage rules.\n\n");
+    for (k, v) in &fields {
+        text.push_str(&format!("  {:<13} {v}\n", &k[2..]));
+    }
+    if dry_run {
+        text.push_str("\n(trailguard is in dry-run mode: it changes nothing)\n");
+    }
+    let id = crate::outbox::notification_id(&["iam", &k.access_key_id, action, outcome.as_str(), sweep]);
+    text.push_str(&format!("\nnotification id: {id}\n"));
+    let rule_id = f.rule_ids.first().copied().unwrap_or_default();
+    let json = json!({
+        "version": 1, "notification_id": id, "rule_id": rule_id, "rule_ids": f.rule_ids,
+        "severity": "medium", "outcome": outcome.as_str(), "dry_run": dry_run, "finding": f,
+        "action": action, "detail": detail,
+    });
+    Message {
+        id: id.clone(),
+        subject,
+        text,
+        json,
+        attributes: vec![
+            ("rule_id".into(), rule_id.to_owned()),
+            ("severity".into(), "medium".into()),
+            ("outcome".into(), outcome.as_str().into()),
+            ("notification_id".into(), id),
+        ],
+    }
+}

@@ -1,0 +1,310 @@
+//! Logs, metrics and the health endpoints.
+//!
+//! Metric names are in [`names`], label values are enums (every label set a series can have is
+//! created at zero when the daemon starts, so an alert on `increase()` sees the first
+//! occurrence after a restart), and each thing that can happen has one function here that
+//! records it. Nothing else calls the `metrics` macros.
+
+pub mod config;
+mod health;
+pub mod names;
+mod server;
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use health::Health;
+pub use server::{bind, probe, serve};
+
+use crate::aws::{AwsError, ErrorType, Service};
+use crate::job::{ActionKind, Outcome};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a poll (one slice) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    Ok,
+    Throttled,
+    Failed,
+}
+
+impl PollOutcome {
+    pub const ALL: &'static [PollOutcome] = &[PollOutcome::Ok, PollOutcome::Throttled, PollOutcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollOutcome::Ok => "ok",
+            PollOutcome::Throttled => "throttled",
+            PollOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// Published (SNS accepted it).
+    Sent,
+    /// An attempt failed; it stays in the outbox.
+    Failed,
+    /// Held back by aggregation; counted in the window's summary.
+    Aggregated,
+    /// No topic configured: written to the log.
+    Logged,
+}
+
+impl NotificationOutcome {
+    pub const ALL: &'static [NotificationOutcome] = &[
+        NotificationOutcome::Sent,
+        NotificationOutcome::Failed,
+        NotificationOutcome::Aggregated,
+        NotificationOutcome::Logged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationOutcome::Sent => "sent",
+            NotificationOutcome::Failed => "failed",
+            NotificationOutcome::Aggregated => "aggregated",
+            NotificationOutcome::Logged => "logged",
+        }
+    }
+}
+
+/// How an IAM sweep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepOutcome {
+    Ok,
+    Failed,
+}
+
+impl SweepOutcome {
+    pub const ALL: &'static [SweepOutcome] = &[SweepOutcome::Ok, SweepOutcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepOutcome::Ok => "ok",
+            SweepOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The label values known at start, for the series created at zero.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub pollers: Vec<String>,
+    pub regions: Vec<String>,
+    pub rule_ids: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Installs the Prometheus recorder, describes every metric, and creates every known series.
+pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the metrics recorder is installed once");
+    describe();
+    gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(names::START_TIME).set(start_unix);
+    gauge!(names::DRY_RUN).set(if known.dry_run { 1.0 } else { 0.0 });
+    gauge!(names::CLOCK_SKEW).set(0.0);
+    for p in &known.pollers {
+        for o in PollOutcome::ALL {
+            counter!(names::POLLS, "region" => p.clone(), "outcome" => o.as_str()).absolute(0);
+        }
+        for n in [
+            names::EVENTS_READ,
+            names::EVENTS_DUPLICATE,
+            names::EVENTS_MALFORMED,
+        ] {
+            counter!(n, "region" => p.clone()).absolute(0);
+        }
+    }
+    for r in &known.regions {
+        counter!(names::LOOKUP_REQUESTS, "region" => r.clone()).absolute(0);
+    }
+    for id in &known.rule_ids {
+        counter!(names::FINDINGS, "rule_id" => id.clone()).absolute(0);
+    }
+    for a in ActionKind::ALL {
+        for o in Outcome::ALL {
+            counter!(names::REMEDIATIONS, "action" => a.as_str(), "outcome" => o.as_str()).absolute(0);
+        }
+    }
+    for o in NotificationOutcome::ALL {
+        counter!(names::NOTIFICATIONS, "outcome" => o.as_str()).absolute(0);
+    }
+    for s in Service::ALL {
+        for t in ErrorType::ALL {
+            counter!(names::AWS_ERRORS, "service" => s.as_str(), "error_type" => t.as_str()).absolute(0);
+        }
+    }
+    for o in SweepOutcome::ALL {
+        counter!(names::IAM_SWEEPS, "outcome" => o.as_str()).absolute(0);
+    }
+    counter!(names::STATE_QUARANTINED).absolute(0);
+    outbox(0, Duration::ZERO);
+    handle
+}
+
+fn describe() {
+    use names::*;
+    describe_gauge!(BUILD_INFO, "trailguard build information (value is always 1)");
+    describe_gauge!(START_TIME, "Unix time the daemon started");
+    describe_gauge!(
+        DRY_RUN,
+        "1 when trailguard runs in dry-run mode and changes nothing"
+    );
+    describe_counter!(
+        POLLS,
+        "CloudTrail reads (slices) by poller and outcome (ok, throttled, failed)"
+    );
+    describe_counter!(LOOKUP_REQUESTS, "LookupEvents requests sent, by region");
+    describe_counter!(EVENTS_READ, "New CloudTrail events read, by poller");
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        "CloudTrail events read again and skipped as already handled, by poller"
+    );
+    describe_counter!(
+        EVENTS_MALFORMED,
+        "CloudTrail events that could not be read and were skipped, by poller"
+    );
+    describe_gauge!(
+        LAG,
+        "Seconds between now (AWS time) and the poller's head: how far behind it reads"
+    );
+    describe_gauge!(LAST_SUCCESS, "Unix time of the last successful read, by poller");
+    describe_gauge!(
+        HEAD,
+        "Unix time (eventTime) up to which the poller has read every event"
+    );
+    describe_gauge!(
+        CLOCK_SKEW,
+        "AWS's clock minus the host's, in seconds, from AWS responses"
+    );
+    describe_counter!(FINDINGS, "Rule matches, by rule id");
+    describe_counter!(
+        REMEDIATIONS,
+        "Remediations by action and outcome (applied, not_needed, dry_run, not_actionable, failed)"
+    );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notifications by outcome (sent, failed, aggregated, logged)"
+    );
+    describe_gauge!(NOTIFICATIONS_PENDING, "Notifications waiting in the outbox");
+    describe_gauge!(
+        NOTIFICATIONS_OLDEST,
+        "Age in seconds of the oldest notification waiting in the outbox"
+    );
+    describe_counter!(
+        AWS_ERRORS,
+        "Failed AWS calls (attempts) by service and error type"
+    );
+    describe_counter!(IAM_SWEEPS, "IAM access-key sweeps by outcome (ok, failed)");
+    describe_gauge!(
+        IAM_LAST_SWEEP,
+        "Unix time of the last complete IAM access-key sweep"
+    );
+    describe_gauge!(IAM_KEYS_SEEN, "IAM access keys seen by the last sweep");
+    describe_counter!(
+        STATE_QUARANTINED,
+        "State entries that did not decode and were moved aside"
+    );
+}
+
+pub fn aws_error(e: &AwsError) {
+    counter!(names::AWS_ERRORS, "service" => e.service.as_str(), "error_type" => e.error_type.as_str())
+        .increment(1);
+    if e.error_type == ErrorType::AccessDenied {
+        tracing::error!(service = e.service.as_str(), operation = e.operation, error_type = e.error_type.as_str(), error = %e, "AWS denied a call: check trailguard's IAM policy and the key policy.");
+    }
+}
+
+pub fn lookup_request(region: &str) {
+    counter!(names::LOOKUP_REQUESTS, "region" => region.to_owned()).increment(1);
+}
+
+pub fn poll(poller: &str, outcome: PollOutcome) {
+    counter!(names::POLLS, "region" => poller.to_owned(), "outcome" => outcome.as_str()).increment(1);
+}
+
+/// A slice was read and recorded: its counts, and where the poller stands.
+pub fn slice_read(
+    poller: &str,
+    read: u64,
+    duplicate: u64,
+    malformed: u64,
+    head_unix: f64,
+    lag: Duration,
+    now_unix: f64,
+) {
+    gauge!(names::HEAD, "region" => poller.to_owned()).set(head_unix);
+    counter!(names::EVENTS_READ, "region" => poller.to_owned()).increment(read);
+    counter!(names::EVENTS_DUPLICATE, "region" => poller.to_owned()).increment(duplicate);
+    counter!(names::EVENTS_MALFORMED, "region" => poller.to_owned()).increment(malformed);
+    gauge!(names::LAG, "region" => poller.to_owned()).set(lag.as_secs_f64());
+    gauge!(names::LAST_SUCCESS, "region" => poller.to_owned()).set(now_unix);
+}
+
+pub fn lag(poller: &str, lag: Duration) {
+    gauge!(names::LAG, "region" => poller.to_owned()).set(lag.as_secs_f64());
+}
+
+pub fn finding(rule_id: &str) {
+    counter!(names::FINDINGS, "rule_id" => rule_id.to_owned()).increment(1);
+}
+
+pub fn remediation(action: ActionKind, outcome: Outcome) {
+    counter!(names::REMEDIATIONS, "action" => action.as_str(), "outcome" => outcome.as_str()).increment(1);
+}
+
+pub fn notification(outcome: NotificationOutcome) {
+    counter!(names::NOTIFICATIONS, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// The outbox's size and the age of its oldest entry.
+pub fn outbox(pending: usize, oldest: Duration) {
+    gauge!(names::NOTIFICATIONS_PENDING).set(pending as f64);
+    gauge!(names::NOTIFICATIONS_OLDEST).set(oldest.as_secs_f64());
+}
+
+pub fn iam_sweep(outcome: SweepOutcome, keys: Option<usize>, now_unix: f64) {
+    counter!(names::IAM_SWEEPS, "outcome" => outcome.as_str()).increment(1);
+    if let Some(keys) = keys {
+        gauge!(names::IAM_KEYS_SEEN).set(keys as f64);
+        gauge!(names::IAM_LAST_SWEEP).set(now_unix);
+    }
+}
+
+pub fn clock_skew(seconds: f64) {
+    gauge!(names::CLOCK_SKEW).set(seconds);
+}
+
+pub fn quarantined(n: usize) {
+    counter!(names::STATE_QUARANTINED).increment(n as u64);
+}
+
+/// Sets up tracing to stderr (journald and awslogs both take it from there).
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
