@@ -4,6 +4,8 @@
 //!
 //!     cargo run --release --example parse_only -- FILE...
 
+#![allow(clippy::disallowed_methods)] // NOTE: a benchmark baseline timed in wall time.
+
 use std::io::BufRead;
 
 fn main() {

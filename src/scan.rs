@@ -13,6 +13,10 @@
 //! Output: one JSON object per finding on stdout; a summary on stderr; progress on stderr
 //! when it is a terminal.
 
+// NOTE: scan is an offline command: it times itself in wall time and judges exemption dates
+// against the host's date.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};

@@ -1,4 +1,6 @@
 //! trailguard end to end: the binary as a subprocess against the sandbox.
+// NOTE: end-to-end tests run on real time, against a sandbox that keeps real time.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Stale IAM access keys, end to end: the binary against the sandbox, keys backdated through the
 //! sandbox's controls.
+// NOTE: end-to-end tests run on real time, against a sandbox that keeps real time.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The KMS protection policy end to end: the daemon against the sandbox.
+// NOTE: end-to-end tests run on real time, against a sandbox that keeps real time.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

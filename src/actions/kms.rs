@@ -321,7 +321,7 @@ mod tests {
             self.calls.lock().unwrap().push("DescribeKey");
             let state = self.state.lock().unwrap().clone().unwrap();
             Ok(KeyDescription {
-                deletion_date: state.pending_deletion().then(chrono::Utc::now),
+                deletion_date: state.pending_deletion().then_some(chrono::DateTime::UNIX_EPOCH),
                 state,
             })
         }

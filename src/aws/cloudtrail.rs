@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
 use aws_smithy_types::DateTime as SmithyTime;
 
-use super::{Aws, AwsError, Limiter, Place, RetryPolicy, Service, chrono_time, retry};
+use super::{Aws, AwsError, Limiter, Place, RetryPolicy, Service, call, chrono_time};
 use crate::sources::{LookedUp, LookupApi, LookupKey, LookupPage, LookupQuery};
 use crate::telemetry;
 
@@ -23,6 +23,10 @@ impl CloudTrail {
     }
 }
 
+fn millis(t: chrono::DateTime<chrono::Utc>) -> SmithyTime {
+    SmithyTime::from_millis(t.timestamp_millis())
+}
+
 impl LookupApi for CloudTrail {
     async fn lookup(&self, place: &Place, q: &LookupQuery) -> Result<LookupPage, AwsError> {
         let client = self.aws.cloudtrail(&place.region);
@@ -34,7 +38,8 @@ impl LookupApi for CloudTrail {
             .attribute_value(&q.value)
             .build()
             .expect("attribute key and value are set");
-        let out = retry(
+        let (start, end) = (q.start.map(millis), q.end.map(millis));
+        let out = call(
             &RetryPolicy::LOOKUP,
             Service::CloudTrail,
             "LookupEvents",
@@ -44,13 +49,12 @@ impl LookupApi for CloudTrail {
                 client
                     .lookup_events()
                     .lookup_attributes(attr.clone())
-                    .set_start_time(q.start.map(|t| SmithyTime::from_millis(t.timestamp_millis())))
-                    .set_end_time(q.end.map(|t| SmithyTime::from_millis(t.timestamp_millis())))
+                    .set_start_time(start)
+                    .set_end_time(end)
                     .max_results(50)
                     .set_next_token(q.next_token.clone())
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk(Service::CloudTrail, "LookupEvents", &e))
             },
         )
         .await?;

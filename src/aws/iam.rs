@@ -1,14 +1,13 @@
 //! [`IamApi`] over the IAM SDK client (IAM is global: its calls go to the partition's home
 //! region), paced to `iam.max_requests_per_second`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_iam::types::StatusType;
 
-use super::{
-    Aws, AwsError, Limiter, Place, RetryPolicy, SdkError, SdkErrorKind, Service, chrono_time, retry, sdk_err,
-};
+use super::{Aws, AwsError, Limiter, Place, RetryPolicy, SdkError, SdkErrorKind, Service, call, chrono_time};
 use crate::iam::LastUse;
 use crate::iam::api::{AccessKey, CredentialReport, IamApi, User};
 
@@ -18,10 +17,6 @@ pub struct Iam {
     region: String,
     pacer: Arc<Limiter>,
     calls: Arc<AtomicU64>,
-}
-
-fn err<E: SdkErrorKind>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
-    sdk_err(Service::Iam, op)
 }
 
 impl Iam {
@@ -35,33 +30,40 @@ impl Iam {
         }
     }
 
-    fn client(&self) -> aws_sdk_iam::Client {
-        self.aws.iam(&self.region)
-    }
-
-    async fn pace(&self) {
-        self.pacer.acquire(&Place::new("iam", &self.region)).await;
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    /// One paced IAM call under the action policy; `send` gets the client.
+    async fn iam<T, E, Fut>(
+        &self,
+        op: &'static str,
+        send: impl Fn(aws_sdk_iam::Client) -> Fut,
+    ) -> Result<T, AwsError>
+    where
+        E: SdkErrorKind,
+        Fut: Future<Output = Result<T, SdkError<E>>>,
+    {
+        let client = self.aws.iam(&self.region);
+        call(&RetryPolicy::ACTION, Service::Iam, op, || {
+            let fut = send(client.clone());
+            async move {
+                self.pacer.acquire(&Place::new("iam", &self.region)).await;
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                fut.await
+            }
+        })
+        .await
     }
 }
 
 impl IamApi for Iam {
     async fn list_users(&self) -> Result<Vec<User>, AwsError> {
-        let client = self.client();
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = retry(&RetryPolicy::ACTION, Service::Iam, "ListUsers", || async {
-                self.pace().await;
-                client
-                    .list_users()
-                    .set_marker(marker.clone())
-                    .max_items(1000)
-                    .send()
-                    .await
-                    .map_err(err("ListUsers"))
-            })
-            .await?;
+            let m = marker.clone();
+            let page = self
+                .iam("ListUsers", |c| {
+                    c.list_users().set_marker(m.clone()).max_items(1000).send()
+                })
+                .await?;
             out.extend(page.users().iter().map(|u| User {
                 name: u.user_name().to_owned(),
                 arn: u.arn().to_owned(),
@@ -75,17 +77,9 @@ impl IamApi for Iam {
     }
 
     async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKey>, AwsError> {
-        let client = self.client();
-        let out = retry(&RetryPolicy::ACTION, Service::Iam, "ListAccessKeys", || async {
-            self.pace().await;
-            client
-                .list_access_keys()
-                .user_name(user)
-                .send()
-                .await
-                .map_err(err("ListAccessKeys"))
-        })
-        .await?;
+        let out = self
+            .iam("ListAccessKeys", |c| c.list_access_keys().user_name(user).send())
+            .await?;
         Ok(out
             .access_key_metadata()
             .iter()
@@ -100,22 +94,11 @@ impl IamApi for Iam {
     }
 
     async fn last_used(&self, access_key_id: &str) -> Result<Option<LastUse>, AwsError> {
-        let client = self.client();
-        let out = retry(
-            &RetryPolicy::ACTION,
-            Service::Iam,
-            "GetAccessKeyLastUsed",
-            || async {
-                self.pace().await;
-                client
-                    .get_access_key_last_used()
-                    .access_key_id(access_key_id)
-                    .send()
-                    .await
-                    .map_err(err("GetAccessKeyLastUsed"))
-            },
-        )
-        .await?;
+        let out = self
+            .iam("GetAccessKeyLastUsed", |c| {
+                c.get_access_key_last_used().access_key_id(access_key_id).send()
+            })
+            .await?;
         Ok(out.access_key_last_used().and_then(|u| {
             u.last_used_date().map(|d| LastUse {
                 date: chrono_time(d),
@@ -126,17 +109,9 @@ impl IamApi for Iam {
     }
 
     async fn user_tags(&self, user: &str) -> Result<Vec<(String, String)>, AwsError> {
-        let client = self.client();
-        let out = retry(&RetryPolicy::ACTION, Service::Iam, "ListUserTags", || async {
-            self.pace().await;
-            client
-                .list_user_tags()
-                .user_name(user)
-                .send()
-                .await
-                .map_err(err("ListUserTags"))
-        })
-        .await?;
+        let out = self
+            .iam("ListUserTags", |c| c.list_user_tags().user_name(user).send())
+            .await?;
         Ok(out
             .tags()
             .iter()
@@ -145,55 +120,33 @@ impl IamApi for Iam {
     }
 
     async fn deactivate(&self, user: &str, access_key_id: &str) -> Result<(), AwsError> {
-        let client = self.client();
-        retry(&RetryPolicy::ACTION, Service::Iam, "UpdateAccessKey", || async {
-            self.pace().await;
-            client
-                .update_access_key()
+        self.iam("UpdateAccessKey", |c| {
+            c.update_access_key()
                 .user_name(user)
                 .access_key_id(access_key_id)
                 .status(StatusType::Inactive)
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(err("UpdateAccessKey"))
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn delete(&self, user: &str, access_key_id: &str) -> Result<(), AwsError> {
-        let client = self.client();
-        retry(&RetryPolicy::ACTION, Service::Iam, "DeleteAccessKey", || async {
-            self.pace().await;
-            client
-                .delete_access_key()
+        self.iam("DeleteAccessKey", |c| {
+            c.delete_access_key()
                 .user_name(user)
                 .access_key_id(access_key_id)
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(err("DeleteAccessKey"))
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn credential_report(&self) -> Result<Option<CredentialReport>, AwsError> {
-        let client = self.client();
-        let r = retry(
-            &RetryPolicy::ACTION,
-            Service::Iam,
-            "GetCredentialReport",
-            || async {
-                self.pace().await;
-                client
-                    .get_credential_report()
-                    .send()
-                    .await
-                    .map_err(err("GetCredentialReport"))
-            },
-        )
-        .await;
-        match r {
+        match self
+            .iam("GetCredentialReport", |c| c.get_credential_report().send())
+            .await
+        {
             Ok(r) => Ok(Some(CredentialReport {
                 generated: r.generated_time().map(chrono_time),
                 csv: r.content.map(|c| c.into_inner()).unwrap_or_default(),
@@ -211,22 +164,11 @@ impl IamApi for Iam {
     }
 
     async fn generate_credential_report(&self) -> Result<(), AwsError> {
-        let client = self.client();
-        retry(
-            &RetryPolicy::ACTION,
-            Service::Iam,
-            "GenerateCredentialReport",
-            || async {
-                self.pace().await;
-                client
-                    .generate_credential_report()
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err("GenerateCredentialReport"))
-            },
-        )
-        .await
+        self.iam("GenerateCredentialReport", |c| {
+            c.generate_credential_report().send()
+        })
+        .await?;
+        Ok(())
     }
 
     fn calls(&self) -> u64 {

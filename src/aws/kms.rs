@@ -2,9 +2,7 @@
 
 use aws_sdk_kms::types::KeyState as SdkKeyState;
 
-use super::{
-    Aws, AwsError, ErrorType, RetryPolicy, SdkError, SdkErrorKind, Service, chrono_time, retry, sdk_err,
-};
+use super::{Aws, AwsError, ErrorType, RetryPolicy, SdkError, SdkErrorKind, Service, call, chrono_time};
 use crate::actions::{KeyApi, KeyDescription, KeyState};
 use crate::arn::KeyArn;
 
@@ -19,28 +17,24 @@ impl Kms {
     }
 }
 
-fn err<E: SdkErrorKind>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
-    sdk_err(Service::Kms, op)
+/// One KMS call under the action policy.
+async fn kms<T, E: SdkErrorKind, Fut>(op: &'static str, send: impl FnMut() -> Fut) -> Result<T, AwsError>
+where
+    Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+{
+    call(&RetryPolicy::ACTION, Service::Kms, op, send).await
 }
 
 impl KeyApi for Kms {
     async fn describe_key(&self, key: &KeyArn) -> Result<KeyDescription, AwsError> {
-        let client = self.aws.kms(&key.region);
-        let out = retry(&RetryPolicy::ACTION, Service::Kms, "DescribeKey", || async {
-            client
-                .describe_key()
-                .key_id(&key.arn)
-                .send()
-                .await
-                .map_err(err("DescribeKey"))
-        })
-        .await?;
+        let c = self.aws.kms(&key.region);
+        let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
         let m = out.key_metadata.ok_or_else(|| {
             AwsError::local(
                 Service::Kms,
                 "DescribeKey",
                 ErrorType::Other,
-                "DescribeKey returned no metadata",
+                "no key metadata in the answer",
             )
         })?;
         let state = m.key_state.as_ref().map(SdkKeyState::as_str).unwrap_or("Enabled");
@@ -51,51 +45,30 @@ impl KeyApi for Kms {
     }
 
     async fn cancel_key_deletion(&self, key: &KeyArn) -> Result<(), AwsError> {
-        let client = self.aws.kms(&key.region);
-        retry(
-            &RetryPolicy::ACTION,
-            Service::Kms,
-            "CancelKeyDeletion",
-            || async {
-                client
-                    .cancel_key_deletion()
-                    .key_id(&key.arn)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(err("CancelKeyDeletion"))
-            },
-        )
-        .await
+        let c = self.aws.kms(&key.region);
+        kms("CancelKeyDeletion", || {
+            c.cancel_key_deletion().key_id(&key.arn).send()
+        })
+        .await?;
+        Ok(())
     }
 
     async fn enable_key(&self, key: &KeyArn) -> Result<(), AwsError> {
-        let client = self.aws.kms(&key.region);
-        retry(&RetryPolicy::ACTION, Service::Kms, "EnableKey", || async {
-            client
-                .enable_key()
-                .key_id(&key.arn)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(err("EnableKey"))
-        })
-        .await
+        let c = self.aws.kms(&key.region);
+        kms("EnableKey", || c.enable_key().key_id(&key.arn).send()).await?;
+        Ok(())
     }
 
     async fn list_aliases(&self, key: &KeyArn) -> Result<Vec<String>, AwsError> {
-        let client = self.aws.kms(&key.region);
+        let c = self.aws.kms(&key.region);
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = retry(&RetryPolicy::ACTION, Service::Kms, "ListAliases", || async {
-                client
-                    .list_aliases()
+            let page = kms("ListAliases", || {
+                c.list_aliases()
                     .key_id(&key.arn)
                     .set_marker(marker.clone())
                     .send()
-                    .await
-                    .map_err(err("ListAliases"))
             })
             .await?;
             out.extend(
@@ -111,14 +84,9 @@ impl KeyApi for Kms {
     }
 
     async fn list_resource_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
-        let client = self.aws.kms(&key.region);
-        let out = retry(&RetryPolicy::ACTION, Service::Kms, "ListResourceTags", || async {
-            client
-                .list_resource_tags()
-                .key_id(&key.arn)
-                .send()
-                .await
-                .map_err(err("ListResourceTags"))
+        let c = self.aws.kms(&key.region);
+        let out = kms("ListResourceTags", || {
+            c.list_resource_tags().key_id(&key.arn).send()
         })
         .await?;
         Ok(out

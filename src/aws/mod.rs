@@ -1,5 +1,5 @@
 //! The AWS layer: every AWS SDK client trailguard uses is made here, with explicit timeouts,
-//! the SDK's retries off (ours are in [`retry`]), and an interceptor that reads AWS's clock off
+//! the SDK's retries off (ours are in [`mod@retry`]), and an interceptor that reads AWS's clock off
 //! every response ([`crate::clock`]). The adapters in this folder implement the small traits the
 //! rest of trailguard talks to ([`crate::sources::LookupApi`], [`crate::actions::KeyApi`],
 //! [`crate::notify::Notifier`], [`crate::iam::IamApi`]); nothing outside `aws/` names an SDK type.
@@ -172,6 +172,26 @@ pub(crate) fn sdk_err<E: SdkErrorKind>(
     operation: &'static str,
 ) -> impl Fn(SdkError<E>) -> AwsError {
     move |e| AwsError::from_sdk(service, operation, &e)
+}
+
+/// One SDK operation under `policy`: `send` makes one attempt (after any pacing it needs), and
+/// its SDK error is read into an [`AwsError`].
+pub(crate) async fn call<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    service: Service,
+    operation: &'static str,
+    mut send: F,
+) -> Result<T, AwsError>
+where
+    E: SdkErrorKind,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+{
+    retry(policy, service, operation, || {
+        let fut = send();
+        async move { fut.await.map_err(sdk_err(service, operation)) }
+    })
+    .await
 }
 
 /// Turns an `aws_smithy_types::DateTime` into chrono's.

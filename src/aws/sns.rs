@@ -6,7 +6,7 @@
 use aws_sdk_sns::types::MessageAttributeValue;
 use serde_json::json;
 
-use super::{Aws, AwsError, ErrorType, RetryPolicy, Service, retry, sdk_err};
+use super::{Aws, AwsError, ErrorType, RetryPolicy, Service, call};
 use crate::arn::Arn;
 use crate::notify::{Message, Notifier};
 
@@ -59,10 +59,7 @@ impl Notifier for Sns {
                 })?;
             req = req.message_attributes(name, attr);
         }
-        let out = retry(&RetryPolicy::ONCE, Service::Sns, "Publish", || async {
-            req.clone().send().await.map_err(sdk_err(Service::Sns, "Publish"))
-        })
-        .await?;
+        let out = call(&RetryPolicy::ONCE, Service::Sns, "Publish", || req.clone().send()).await?;
         Ok(out.message_id.unwrap_or_default())
     }
 }

@@ -1,7 +1,7 @@
 //! Who trailguard is: `GetCallerIdentity` at start. Its account keys the `LookupEvents` rate
 //! limiter, and its ARN lets trailguard recognise its own calls in CloudTrail.
 
-use super::{Aws, AwsError, ErrorType, RetryPolicy, Service, retry, sdk_err};
+use super::{Aws, AwsError, ErrorType, RetryPolicy, Service, call};
 
 /// The identity trailguard's credentials belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,18 +16,9 @@ pub struct Identity {
 /// Asks STS, in `region`, who the credentials belong to.
 pub async fn caller_identity(aws: &Aws, region: &str) -> Result<Identity, AwsError> {
     let client = aws.sts(region);
-    let out = retry(
-        &RetryPolicy::ACTION,
-        Service::Sts,
-        "GetCallerIdentity",
-        || async {
-            client
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(sdk_err(Service::Sts, "GetCallerIdentity"))
-        },
-    )
+    let out = call(&RetryPolicy::ACTION, Service::Sts, "GetCallerIdentity", || {
+        client.get_caller_identity().send()
+    })
     .await?;
     let account = out.account.filter(|a| !a.is_empty()).ok_or_else(|| {
         AwsError::local(

@@ -19,7 +19,7 @@ fn short_key(arn: Option<&str>) -> &str {
 
 fn short_principal(f: &Finding) -> String {
     match f.principal_arn.as_deref() {
-        Some(a) => a.rsplit(':').next().unwrap_or(a).to_owned(),
+        Some(a) => crate::arn::Arn::parse(a).map_or(a, |x| x.resource).to_owned(),
         None => f
             .principal_type
             .clone()

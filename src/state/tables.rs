@@ -261,7 +261,7 @@ mod tests {
         let text = serde_json::json!({"eventID": id, "eventSource": "kms.amazonaws.com", "eventName": "DisableKey",
             "awsRegion": "eu-west-1", "recipientAccountId": "111122223333", "requestParameters": {"keyId": "k"}})
         .to_string();
-        Job::new(rules::evaluate_json(&text).remove(0), Utc::now())
+        Job::new(rules::evaluate_json(&text).remove(0), DateTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -305,7 +305,7 @@ mod tests {
     fn seen_ids_belong_to_their_poller() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
-        let now = Utc::now();
+        let now = DateTime::UNIX_EPOCH;
         store
             .record_slice("eu-west-1", &Cursor::default(), &[("a".into(), now)], &[], &[])
             .unwrap();

@@ -156,68 +156,12 @@ pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
 }
 
 fn describe() {
-    use names::*;
-    describe_gauge!(BUILD_INFO, "trailguard build information (value is always 1)");
-    describe_gauge!(START_TIME, "Unix time the daemon started");
-    describe_gauge!(
-        DRY_RUN,
-        "1 when trailguard runs in dry-run mode and changes nothing"
-    );
-    describe_counter!(
-        POLLS,
-        "CloudTrail reads (slices) by poller and outcome (ok, throttled, failed)"
-    );
-    describe_counter!(LOOKUP_REQUESTS, "LookupEvents requests sent, by region");
-    describe_counter!(EVENTS_READ, "New CloudTrail events read, by poller");
-    describe_counter!(
-        EVENTS_DUPLICATE,
-        "CloudTrail events read again and skipped as already handled, by poller"
-    );
-    describe_counter!(
-        EVENTS_MALFORMED,
-        "CloudTrail events that could not be read and were skipped, by poller"
-    );
-    describe_gauge!(
-        LAG,
-        "Seconds between now (AWS time) and the poller's head: how far behind it reads"
-    );
-    describe_gauge!(LAST_SUCCESS, "Unix time of the last successful read, by poller");
-    describe_gauge!(
-        HEAD,
-        "Unix time (eventTime) up to which the poller has read every event"
-    );
-    describe_gauge!(
-        CLOCK_SKEW,
-        "AWS's clock minus the host's, in seconds, from AWS responses"
-    );
-    describe_counter!(FINDINGS, "Rule matches, by rule id");
-    describe_counter!(
-        REMEDIATIONS,
-        "Remediations by action and outcome (applied, not_needed, dry_run, not_actionable, failed)"
-    );
-    describe_counter!(
-        NOTIFICATIONS,
-        "Notifications by outcome (sent, failed, aggregated, logged)"
-    );
-    describe_gauge!(NOTIFICATIONS_PENDING, "Notifications waiting in the outbox");
-    describe_gauge!(
-        NOTIFICATIONS_OLDEST,
-        "Age in seconds of the oldest notification waiting in the outbox"
-    );
-    describe_counter!(
-        AWS_ERRORS,
-        "Failed AWS calls (attempts) by service and error type"
-    );
-    describe_counter!(IAM_SWEEPS, "IAM access-key sweeps by outcome (ok, failed)");
-    describe_gauge!(
-        IAM_LAST_SWEEP,
-        "Unix time of the last complete IAM access-key sweep"
-    );
-    describe_gauge!(IAM_KEYS_SEEN, "IAM access keys seen by the last sweep");
-    describe_counter!(
-        STATE_QUARANTINED,
-        "State entries that did not decode and were moved aside"
-    );
+    for (name, kind, help) in names::ALL {
+        match kind {
+            names::Kind::Counter => describe_counter!(*name, *help),
+            names::Kind::Gauge => describe_gauge!(*name, *help),
+        }
+    }
 }
 
 pub fn aws_error(e: &AwsError) {

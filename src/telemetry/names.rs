@@ -1,5 +1,6 @@
 //! Metric names: `trailguard_<subsystem>_<noun>_<unit>[_total]`. The only place they are written
-//! (`tests/deploy.rs` checks that the alerts and the dashboard use only these).
+//! (`tests/deploy.rs` checks that the alerts and the dashboard use only these), with their help
+//! text in [`ALL`].
 
 pub const BUILD_INFO: &str = "trailguard_build_info";
 pub const START_TIME: &str = "trailguard_start_time_seconds";
@@ -23,3 +24,116 @@ pub const IAM_SWEEPS: &str = "trailguard_iam_sweeps_total";
 pub const IAM_LAST_SWEEP: &str = "trailguard_iam_last_sweep_timestamp_seconds";
 pub const IAM_KEYS_SEEN: &str = "trailguard_iam_access_keys";
 pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
+
+/// Whether a metric is a counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Every metric: name, kind, help.
+pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "trailguard build information (value is always 1)",
+    ),
+    (START_TIME, Kind::Gauge, "Unix time the daemon started"),
+    (
+        DRY_RUN,
+        Kind::Gauge,
+        "1 when trailguard runs in dry-run mode and changes nothing",
+    ),
+    (
+        POLLS,
+        Kind::Counter,
+        "CloudTrail reads (slices) by poller and outcome (ok, throttled, failed)",
+    ),
+    (
+        LOOKUP_REQUESTS,
+        Kind::Counter,
+        "LookupEvents requests sent, by region",
+    ),
+    (
+        EVENTS_READ,
+        Kind::Counter,
+        "New CloudTrail events read, by poller",
+    ),
+    (
+        EVENTS_DUPLICATE,
+        Kind::Counter,
+        "CloudTrail events read again and skipped as already handled, by poller",
+    ),
+    (
+        EVENTS_MALFORMED,
+        Kind::Counter,
+        "CloudTrail events that could not be read and were skipped, by poller",
+    ),
+    (
+        LAG,
+        Kind::Gauge,
+        "Seconds between now (AWS time) and the poller's head: how far behind it reads",
+    ),
+    (
+        LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time of the last successful read, by poller",
+    ),
+    (
+        HEAD,
+        Kind::Gauge,
+        "Unix time (eventTime) up to which the poller has read every event",
+    ),
+    (
+        CLOCK_SKEW,
+        Kind::Gauge,
+        "AWS's clock minus the host's, in seconds, from AWS responses",
+    ),
+    (FINDINGS, Kind::Counter, "Rule matches, by rule id"),
+    (
+        REMEDIATIONS,
+        Kind::Counter,
+        "Remediations by action and outcome (applied, not_needed, dry_run, not_actionable, failed)",
+    ),
+    (
+        NOTIFICATIONS,
+        Kind::Counter,
+        "Notifications by outcome (sent, failed, aggregated, logged)",
+    ),
+    (
+        NOTIFICATIONS_PENDING,
+        Kind::Gauge,
+        "Notifications waiting in the outbox",
+    ),
+    (
+        NOTIFICATIONS_OLDEST,
+        Kind::Gauge,
+        "Age in seconds of the oldest notification waiting in the outbox",
+    ),
+    (
+        AWS_ERRORS,
+        Kind::Counter,
+        "Failed AWS calls (attempts) by service and error type",
+    ),
+    (
+        IAM_SWEEPS,
+        Kind::Counter,
+        "IAM access-key sweeps by outcome (ok, failed)",
+    ),
+    (
+        IAM_LAST_SWEEP,
+        Kind::Gauge,
+        "Unix time of the last complete IAM access-key sweep",
+    ),
+    (
+        IAM_KEYS_SEEN,
+        Kind::Gauge,
+        "IAM access keys seen by the last sweep",
+    ),
+    (
+        STATE_QUARANTINED,
+        Kind::Counter,
+        "State entries that did not decode and were moved aside",
+    ),
+];
