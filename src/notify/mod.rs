@@ -19,6 +19,12 @@ pub trait Notifier: Send + Sync + 'static {
     fn publish(&self, m: &Message) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
+impl<N: Notifier> Notifier for std::sync::Arc<N> {
+    async fn publish(&self, m: &Message) -> Result<String, AwsError> {
+        (**self).publish(m).await
+    }
+}
+
 /// Without a topic, notifications are written to the log only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogNotifier;

@@ -114,3 +114,6 @@ impl<N: Notifier> Sender<N> {
         telemetry::outbox(pending, oldest);
     }
 }
+
+#[cfg(test)]
+mod tests;

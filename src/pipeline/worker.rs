@@ -203,3 +203,5 @@ impl<R: Remediator> Worker<R> {
         }
     }
 }
+#[cfg(test)]
+mod tests;
