@@ -20,7 +20,7 @@
 //! The pure core does no I/O and takes `now` as an argument, so it is tested in milliseconds
 //! (`tests/purity.rs` checks that it imports no tokio, AWS SDK, metrics, state store or
 //! `std::fs`): [`event`], [`cursor`], [`rules`], [`plan`], [`job`], [`aggregate`], [`outbox`],
-//! [`notify::message`], [`arn`], [`glob`], [`validate`].
+//! [`notify::message`], [`protection`], [`arn`], [`glob`], [`validate`].
 //!
 //! Around it:
 //! - [`sources`]: where events come from, behind [`sources::LookupApi`];
@@ -54,6 +54,7 @@ pub mod notify;
 pub mod outbox;
 pub mod pipeline;
 pub mod plan;
+pub mod protection;
 pub mod rules;
 pub mod scan;
 pub mod sources;

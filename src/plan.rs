@@ -9,6 +9,16 @@
 //! 4. otherwise `kms.on_disable` (`notify` | `enable_key`) or `kms.on_schedule_deletion`
 //!    (`notify` | `cancel_key_deletion`).
 //!
+//! For `kms_pending_deletion_use`, an exemption covering the key means the deletion was
+//! approved: its use is notified loudly, and the deletion is not cancelled (otherwise anyone
+//! allowed to use a key could keep it alive by calling `Decrypt` once per window).
+//!
+//! Everything is judged as of the event: the key's facts at the event's time (see
+//! [`crate::protection`]) and an exemption's expiry against the event's date, so a finding
+//! handled late is decided as it would have been on time. A principal glob matches the caller's
+//! ARN, the role its session was issued for (`sessionIssuer.arn`), and that role's ARN without
+//! its path: `arn:aws:iam::111122223333:role/KeyAdmin` covers every session of the role.
+//!
 //! Every decision names the policy line that made it, for logs and notifications.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -26,21 +36,48 @@ pub enum Protected {
     Tag(String, String),
 }
 
+/// Whether `s` is a KMS key id: a UUID, or a multi-Region key id (`mrk-` and 32 hex digits).
+fn is_key_id(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(m) = s.strip_prefix("mrk-") {
+        return hex(m, 32);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5 && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| hex(p, *n))
+}
+
+/// Checks a key given as a key id, a key ARN or an alias glob: one that can never match a key
+/// is an error (an alias ARN, another service's ARN, a typo).
+pub fn check_key_spec(s: &str) -> Result<(), String> {
+    if s.starts_with("alias/") || is_key_id(s) || crate::arn::is_kms_key(s) {
+        return Ok(());
+    }
+    match crate::arn::Arn::parse(s) {
+        Some(a) if a.kms_alias().is_some() => Err(format!(
+            "{s:?} is an alias ARN, which never names a key in CloudTrail: write {:?}",
+            a.resource
+        )),
+        Some(_) => Err(format!(
+            "{s:?} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
+        )),
+        None => Err(format!(
+            "{s:?} is not a key id (a UUID or mrk-...), key ARN, alias/... glob or tag:KEY=VALUE"
+        )),
+    }
+}
+
 impl Protected {
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(tag) = s.strip_prefix("tag:") {
             let (k, v) = tag
                 .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
                 .ok_or_else(|| format!("{s:?}: a tag is tag:KEY=VALUE"))?;
             return Ok(Protected::Tag(k.to_owned(), v.to_owned()));
         }
+        check_key_spec(s)?;
         if s.starts_with("alias/") {
             return Ok(Protected::Alias(s.to_owned()));
-        }
-        if s.is_empty() || s.contains(char::is_whitespace) {
-            return Err(format!(
-                "{s:?} is not a key id, key ARN, alias/... glob or tag:KEY=VALUE"
-            ));
         }
         Ok(Protected::Key(s.to_owned()))
     }
@@ -125,7 +162,11 @@ pub fn protected_by(p: &Policy, arn: &str, facts: &KeyFacts) -> Option<String> {
         let hit = match prot {
             Protected::Key(k) => key_matches(k, arn, facts),
             Protected::Alias(a) => facts.aliases.iter().any(|x| glob(a, x)),
-            Protected::Tag(k, v) => facts.tags.iter().any(|(tk, tv)| tk == k && tv == v),
+            // "*": a tag whose value is not known (removed by an untag).
+            Protected::Tag(k, v) => facts
+                .tags
+                .iter()
+                .any(|(tk, tv)| tk == k && (tv == v || tv == "*")),
         };
         hit.then(|| {
             let text = match prot {
@@ -138,20 +179,66 @@ pub fn protected_by(p: &Policy, arn: &str, facts: &KeyFacts) -> Option<String> {
     })
 }
 
-/// Decides what to do about a finding on a key (see the module docs).
-pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, now: DateTime<Utc>) -> Option<Decision> {
-    decide_for(
+/// Which of `allowed` (ARN globs) accepts a caller: by its ARN, the role its session was issued
+/// for, or that role's ARN without its path.
+pub fn principal_allowed<'p>(
+    allowed: &'p [String],
+    principal: Option<&str>,
+    session_issuer: Option<&str>,
+) -> Option<(usize, &'p String)> {
+    let role = principal
+        .and_then(crate::arn::Arn::parse)
+        .and_then(|a| a.session_role());
+    let names: Vec<&str> = [principal, session_issuer, role.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    allowed
+        .iter()
+        .enumerate()
+        .find(|(_, g)| names.iter().any(|n| glob(g, n)))
+}
+
+/// The exemption covering `arn` on `date`'s day, if any: (index, exemption).
+pub fn exemption_for<'p>(
+    p: &'p Policy,
+    arn: &str,
+    facts: &KeyFacts,
+    at: DateTime<Utc>,
+) -> Option<(usize, &'p KeyExemption)> {
+    p.exemptions
+        .iter()
+        .enumerate()
+        .find(|(_, e)| key_matches(&e.key, arn, facts) && at.date_naive() <= e.expires)
+}
+
+/// Decides what to do about a finding on a key (see the module docs), as of `at`: the event's
+/// time.
+pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, at: DateTime<Utc>) -> Option<Decision> {
+    let arn = f.key_arn.as_deref()?;
+    if f.rule_id == rules::PENDING_DELETION_USE {
+        let (i, e) = exemption_for(p, arn, facts, at)?;
+        return Some(Decision {
+            actions: vec![Action::Notify],
+            reason: format!(
+                "kms.exemptions[{i}] ({}, until {}: {}) approves this key's deletion: its use is reported, the deletion is not cancelled",
+                e.key, e.expires, e.reason
+            ),
+        });
+    }
+    decide_parts(
         p,
         &f.rule_id,
         &f.actions,
-        f.key_arn.as_deref(),
-        f.principal_arn.as_deref(),
+        arn,
+        (f.principal_arn.as_deref(), f.session_issuer_arn.as_deref()),
         facts,
-        now,
+        at,
     )
 }
 
-/// [`decide`] from the parts of a finding it reads.
+/// [`decide`] for a disable or a scheduled deletion, from the parts of a finding it reads
+/// (also for `scan`, which reads records without building findings).
 pub fn decide_for(
     p: &Policy,
     rule_id: &str,
@@ -159,13 +246,32 @@ pub fn decide_for(
     key_arn: Option<&str>,
     principal_arn: Option<&str>,
     facts: &KeyFacts,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Option<Decision> {
+    decide_parts(
+        p,
+        rule_id,
+        rule_actions,
+        key_arn?,
+        (principal_arn, None),
+        facts,
+        at,
+    )
+}
+
+fn decide_parts(
+    p: &Policy,
+    rule_id: &str,
+    rule_actions: &[Action],
+    arn: &str,
+    (principal, issuer): (Option<&str>, Option<&str>),
+    facts: &KeyFacts,
+    at: DateTime<Utc>,
 ) -> Option<Decision> {
     let is_disable = rule_id == rules::KEY_DISABLED;
     if !is_disable && rule_id != rules::KEY_DELETION_SCHEDULED {
         return None;
     }
-    let arn = key_arn?;
     let notify = || vec![Action::Notify];
     let Some(protection) = protected_by(p, arn, facts) else {
         return Some(Decision {
@@ -173,24 +279,16 @@ pub fn decide_for(
             reason: "the key is not protected by kms.protected_keys".into(),
         });
     };
-    for (i, e) in p.exemptions.iter().enumerate() {
-        if key_matches(&e.key, arn, facts) && now.date_naive() <= e.expires {
-            return Some(Decision {
-                actions: notify(),
-                reason: format!(
-                    "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
-                    e.key, e.expires, e.reason
-                ),
-            });
-        }
+    if let Some((i, e)) = exemption_for(p, arn, facts, at) {
+        return Some(Decision {
+            actions: notify(),
+            reason: format!(
+                "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
+                e.key, e.expires, e.reason
+            ),
+        });
     }
-    if let Some(principal) = principal_arn
-        && let Some((i, g)) = p
-            .allowed_principals
-            .iter()
-            .enumerate()
-            .find(|(_, g)| glob(g, principal))
-    {
+    if let Some((i, g)) = principal_allowed(&p.allowed_principals, principal, issuer) {
         return Some(Decision {
             actions: notify(),
             reason: format!(
@@ -232,7 +330,7 @@ mod tests {
             "eventName": if rule == rules::KEY_DISABLED { "DisableKey" } else { "ScheduleKeyDeletion" },
             "awsRegion": "eu-west-1", "recipientAccountId": "111122223333",
             "userIdentity": {"type": "AssumedRole", "arn": principal},
-            "requestParameters": {"keyId": "k-1"},
+            "requestParameters": {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"},
         })
         .to_string();
         rules::evaluate_json(&text).remove(0)
@@ -282,6 +380,49 @@ mod tests {
         assert_eq!(
             d.reason,
             "kms.protected_keys[0] (alias/prod-*) protects the key and the caller is not allowed; kms.on_disable = \"enable_key\""
+        );
+    }
+
+    #[test]
+    fn a_role_arn_covers_its_sessions_and_a_path_in_the_issuer() {
+        let allowed = vec!["arn:aws:iam::111122223333:role/KeyAdmin".to_owned()];
+        let session = Some("arn:aws:sts::111122223333:assumed-role/KeyAdmin/bob");
+        assert!(principal_allowed(&allowed, session, None).is_some());
+        let with_path = vec!["arn:aws:iam::111122223333:role/admins/KeyAdmin".to_owned()];
+        assert!(
+            principal_allowed(
+                &with_path,
+                session,
+                Some("arn:aws:iam::111122223333:role/admins/KeyAdmin")
+            )
+            .is_some()
+        );
+        assert!(
+            principal_allowed(
+                &allowed,
+                Some("arn:aws:sts::111122223333:assumed-role/KeyAdminX/bob"),
+                None
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn an_exempt_keys_use_is_reported_not_rescued_judged_on_the_events_day() {
+        let text = serde_json::json!({
+            "eventID": "u", "eventTime": "2026-12-31T23:59:00Z", "eventSource": "kms.amazonaws.com", "eventName": "Decrypt",
+            "awsRegion": "eu-west-1", "recipientAccountId": "111122223333", "errorCode": "KMSInvalidStateException",
+            "errorMessage": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab is pending deletion.",
+        })
+        .to_string();
+        let f = rules::evaluate_json(&text).remove(0);
+        let event_day = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 0).unwrap();
+        let d = decide(&policy(), &f, &facts("alias/prod-legacy"), event_day).unwrap();
+        assert_eq!(d.actions, [Action::Notify]);
+        assert!(d.reason.contains("approves this key's deletion"), "{}", d.reason);
+        assert!(
+            decide(&policy(), &f, &facts("alias/prod-other"), event_day).is_none(),
+            "not exempt: the rule's rescue"
         );
     }
 
@@ -343,7 +484,7 @@ mod tests {
                 .starts_with("kms.protected_keys[1] (tag:trailguard:protect=true)")
         );
         let mut by_id = policy();
-        by_id.protected = vec![Protected::parse("k-1").unwrap()];
+        by_id.protected = vec![Protected::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap()];
         assert!(
             decide(&by_id, &f, &KeyFacts::default(), now())
                 .unwrap()
@@ -354,5 +495,14 @@ mod tests {
         assert_eq!(d.actions, [Action::Notify]);
         assert_eq!(d.reason, "the key is not protected by kms.protected_keys");
         assert!(Protected::parse("tag:novalue").is_err());
+        assert!(
+            Protected::parse("arn:aws:kms:eu-west-1:111122223333:alias/prod-db")
+                .unwrap_err()
+                .contains("write \"alias/prod-db\""),
+            "an alias ARN never matches: rejected with the spelling that works"
+        );
+        assert!(Protected::parse("arn:aws:s3:::bucket").is_err());
+        assert!(Protected::parse("prod-db").is_err(), "neither an id nor an alias");
+        assert!(Protected::parse("mrk-1234abcd12ab34cd56ef1234567890ab").is_ok());
     }
 }

@@ -18,6 +18,8 @@ const PURE: &[&str] = &[
     "rules/compiled.rs",
     "rules/pattern.rs",
     "plan.rs",
+    "protection.rs",
+    "protection/tests.rs",
     "job.rs",
     "aggregate.rs",
     "outbox.rs",

@@ -33,6 +33,15 @@ pub struct Finding {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub user_name: Option<String>,
+    /// For an assumed role: the role the session was issued for (`sessionIssuer.arn`).
+    #[serde(default)]
+    pub session_issuer_arn: Option<String>,
+    /// The access key the caller signed with (`userIdentity.accessKeyId`).
+    #[serde(default)]
+    pub caller_access_key_id: Option<String>,
+    /// The tag keys an `UntagResource` removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_keys: Vec<String>,
 }
 
 pub(super) fn finding(rule: &Rule, r: &Record) -> Finding {
@@ -67,6 +76,20 @@ pub(super) fn finding(rule: &Rule, r: &Record) -> Finding {
             created.get("accessKeyId")?.as_str().map(str::to_owned)
         }),
         user_name: r.request_str("userName").map(str::to_owned),
+        session_issuer_arn: identity
+            .and_then(|i| i.session_context.as_ref())
+            .and_then(|c| c.session_issuer.as_ref())
+            .and_then(|s| s.arn.clone()),
+        caller_access_key_id: identity
+            .and_then(|i| i.access_key_id.clone())
+            .filter(|k| !k.is_empty()),
+        tag_keys: r
+            .request_parameters
+            .as_ref()
+            .and_then(|p| p.get("tagKeys"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
     }
 }
 

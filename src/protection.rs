@@ -1,0 +1,209 @@
+//! Which aliases and tags a key had at a given time: protection as of the event, not as of the
+//! moment trailguard gets to it. Pure: the worker feeds snapshots (from `ListAliases` /
+//! `ListResourceTags`, every `kms.refresh_interval`) and the pollers feed changes (`CreateAlias`,
+//! `DeleteAlias`, `UpdateAlias`, `TagResource`, `UntagResource` events, with their time and
+//! caller); every question takes the event's time.
+//!
+//! # Why
+//!
+//! An intruder who schedules a protected key's deletion and then deletes its alias (or disables
+//! it and then untags it) would otherwise leave a key that looks unprotected by the time its
+//! findings are handled. So:
+//! - the key's facts at time t are rebuilt from the nearest snapshot, replaying the changes
+//!   between (forward from an older snapshot, or backward from a newer one);
+//! - a protective alias or tag removed by a caller not in `kms.allowed_principals` still protects
+//!   the key: only allowed principals can unprotect a key, as only they may disable it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Record;
+use crate::plan::KeyFacts;
+
+/// What a change did to a key's aliases or tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Edit {
+    AddAlias(String),
+    RemoveAlias(String),
+    AddTag(String, String),
+    RemoveTag(String),
+}
+
+/// One alias or tag change, as event history recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub key_arn: String,
+    pub time: DateTime<Utc>,
+    pub event_id: String,
+    pub edit: Edit,
+    /// The caller, and the role its session was issued for.
+    pub principal: Option<String>,
+    pub session_issuer: Option<String>,
+}
+
+/// The alias and tag changes a record makes (`UpdateAlias` moves an alias: its previous key is
+/// not in the record, so only the addition is returned; see [`History::holder_of`]).
+pub fn changes(r: &Record) -> Vec<Change> {
+    if r.source() != "kms.amazonaws.com" || !r.succeeded() {
+        return Vec::new();
+    }
+    let Some(time) = r
+        .event_time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+    else {
+        return Vec::new();
+    };
+    let Some(key_arn) = crate::rules::key_arn(r) else {
+        return Vec::new();
+    };
+    let alias = || r.request_str("aliasName").map(str::to_owned);
+    let edits: Vec<Edit> = match r.name() {
+        "CreateAlias" | "UpdateAlias" => alias().map(Edit::AddAlias).into_iter().collect(),
+        "DeleteAlias" => alias().map(Edit::RemoveAlias).into_iter().collect(),
+        "TagResource" => r
+            .request_parameters
+            .as_ref()
+            .and_then(|p| p.get("tags"))
+            .and_then(|t| t.as_array())
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|t| {
+                        let k = t.get("tagKey").or_else(|| t.get("TagKey"))?.as_str()?;
+                        let v = t.get("tagValue").or_else(|| t.get("TagValue"))?.as_str()?;
+                        Some(Edit::AddTag(k.to_owned(), v.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "UntagResource" => r
+            .request_parameters
+            .as_ref()
+            .and_then(|p| p.get("tagKeys"))
+            .and_then(|t| t.as_array())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| Some(Edit::RemoveTag(k.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let identity = r.user_identity.as_ref();
+    edits
+        .into_iter()
+        .map(|edit| Change {
+            key_arn: key_arn.clone(),
+            time,
+            event_id: r.event_id().to_owned(),
+            edit,
+            principal: r.principal_arn().map(str::to_owned),
+            session_issuer: identity
+                .and_then(|i| i.session_context.as_ref())
+                .and_then(|c| c.session_issuer.as_ref())
+                .and_then(|s| s.arn.clone()),
+        })
+        .collect()
+}
+
+/// What is known of one key over time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Facts read from KMS, oldest first.
+    pub snapshots: Vec<(DateTime<Utc>, KeyFacts)>,
+    /// Changes from event history, oldest first.
+    pub changes: Vec<Change>,
+}
+
+fn apply(f: &mut KeyFacts, edit: &Edit, forward: bool) {
+    let add_alias = |f: &mut KeyFacts, a: &str| {
+        if !f.aliases.iter().any(|x| x == a) {
+            f.aliases.push(a.to_owned());
+        }
+    };
+    match (edit, forward) {
+        (Edit::AddAlias(a), true) | (Edit::RemoveAlias(a), false) => add_alias(f, a),
+        (Edit::AddAlias(a), false) | (Edit::RemoveAlias(a), true) => f.aliases.retain(|x| x != a),
+        (Edit::AddTag(k, v), true) => {
+            f.tags.retain(|(tk, _)| tk != k);
+            f.tags.push((k.clone(), v.clone()));
+        }
+        (Edit::AddTag(k, _), false) | (Edit::RemoveTag(k), true) => f.tags.retain(|(tk, _)| tk != k),
+        // The value removed is not in the record: any value of that key.
+        (Edit::RemoveTag(k), false) => {
+            f.tags.retain(|(tk, _)| tk != k);
+            f.tags.push((k.clone(), "*".into()));
+        }
+    }
+}
+
+impl History {
+    /// The key's facts at `t`, as far as known: `None` with no snapshot at all.
+    pub fn facts_at(&self, t: DateTime<Utc>) -> Option<KeyFacts> {
+        if let Some((at, snap)) = self.snapshots.iter().rev().find(|(at, _)| *at <= t) {
+            let mut f = snap.clone();
+            for c in self.changes.iter().filter(|c| c.time > *at && c.time <= t) {
+                apply(&mut f, &c.edit, true);
+            }
+            return Some(f);
+        }
+        let (at, snap) = self.snapshots.first()?;
+        let mut f = snap.clone();
+        for c in self.changes.iter().rev().filter(|c| c.time > t && c.time <= *at) {
+            apply(&mut f, &c.edit, false);
+        }
+        Some(f)
+    }
+
+    /// The last facts read, whenever that was.
+    pub fn last_known(&self) -> Option<&KeyFacts> {
+        self.snapshots.last().map(|(_, f)| f)
+    }
+
+    /// Removals up to `t` by callers `allowed` does not accept: they do not unprotect the key.
+    pub fn unauthorized_removals(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Vec<&Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.time <= t && matches!(c.edit, Edit::RemoveAlias(_) | Edit::RemoveTag(_)))
+            .filter(|c| !allowed(c))
+            .filter(|c| {
+                // Undone later (before t) by an allowed caller: it stands.
+                !self.changes.iter().any(|later| {
+                    later.time > c.time
+                        && later.time <= t
+                        && allowed(later)
+                        && same_target(&later.edit, &c.edit)
+                })
+            })
+            .collect()
+    }
+
+    /// The facts that decide protection at `t`: as they were, plus what unauthorized callers
+    /// removed.
+    pub fn effective_at(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Option<KeyFacts> {
+        let mut f = self.facts_at(t)?;
+        for c in self.unauthorized_removals(t, allowed) {
+            apply(&mut f, &c.edit, false);
+        }
+        Some(f)
+    }
+}
+
+fn same_target(a: &Edit, b: &Edit) -> bool {
+    match (a, b) {
+        (Edit::AddAlias(x) | Edit::RemoveAlias(x), Edit::AddAlias(y) | Edit::RemoveAlias(y)) => x == y,
+        (Edit::AddTag(x, _) | Edit::RemoveTag(x), Edit::AddTag(y, _) | Edit::RemoveTag(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether a change's caller is one of `allowed` (ARN globs; a role's ARN also accepts its
+/// sessions).
+pub fn by_allowed(c: &Change, allowed: &[String]) -> bool {
+    crate::plan::principal_allowed(allowed, c.principal.as_deref(), c.session_issuer.as_deref()).is_some()
+}
+
+#[cfg(test)]
+mod tests;
