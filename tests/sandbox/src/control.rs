@@ -202,6 +202,7 @@ pub async fn handle(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bod
                 Err(e) => bad(format!("accounts: {e}")),
             }
         }
+        (&Method::GET, ["eventbridge"]) => ok(shared.lock().eventbridge.stats()),
         (&Method::GET, ["counters"]) => {
             ok(serde_json::to_value(&shared.lock().counters).expect("counters serialize"))
         }

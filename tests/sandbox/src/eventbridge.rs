@@ -61,6 +61,18 @@ pub struct RuleCache {
     pub used: bool,
     generation: u64,
     rules: HashMap<(String, String, String), Vec<Rule>>,
+    /// Records handed to EventBridge, lost on the way, fully evaluated, and messages sent to
+    /// queues (`GET /_sandbox/eventbridge`): a test waits for `processed + lost == offered`.
+    pub offered: u64,
+    pub lost: u64,
+    pub processed: u64,
+    pub sent: u64,
+}
+
+impl RuleCache {
+    pub fn stats(&self) -> Value {
+        json!({ "offered": self.offered, "lost": self.lost, "processed": self.processed, "sent": self.sent })
+    }
 }
 
 /// The envelope EventBridge wraps a CloudTrail record in.
@@ -107,20 +119,18 @@ pub fn state_admits(state: &str, event: &Value) -> bool {
 
 /// Queues freshly stored records for EventBridge (nothing to do until a rule can exist).
 pub fn offer(shared: &Shared, stored: &[StoredEvent]) {
-    let (used, delay, loss) = {
-        let st = shared.lock();
-        (
-            st.eventbridge.used,
-            st.settings.eventbridge_delay_ms,
-            st.settings.eventbridge_loss_probability,
-        )
+    let (delay, loss) = {
+        let mut st = shared.lock();
+        if !st.eventbridge.used {
+            return;
+        }
+        st.eventbridge.offered += stored.len() as u64;
+        (st.settings.eventbridge_delay_ms, st.settings.eventbridge_loss_probability)
     };
-    if !used {
-        return;
-    }
     let due = tokio::time::Instant::now() + std::time::Duration::from_millis(delay);
     for e in stored {
         if loss > 0.0 && rand::random::<f64>() < loss {
+            shared.lock().eventbridge.lost += 1;
             continue;
         }
         let Ok(record) = serde_json::from_str::<Value>(&e.json) else {
@@ -150,6 +160,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         tokio::spawn(async move {
             tokio::time::sleep_until(offer.due).await;
             deliver(&shared, &offer.account, &offer.region, "default", &offer.event, 0).await;
+            shared.lock().eventbridge.processed += 1;
         });
     }
 }
@@ -161,6 +172,7 @@ pub async fn handle_api(ctx: &Ctx) -> Response<Body> {
     st.eventbridge.used = true;
     st.eventbridge.generation += 1;
     st.eventbridge.rules.clear();
+    drop(st);
     resp
 }
 
@@ -297,7 +309,11 @@ async fn send_to_queue(
         body["MessageGroupId"] = target["SqsParameters"]["MessageGroupId"].clone();
         body["MessageDeduplicationId"] = event["id"].clone();
     }
-    let _ = server::moto_json_as(shared, account, region, "sqs", "AmazonSQS.SendMessage", &body).await;
+    if let Ok(up) = server::moto_json_as(shared, account, region, "sqs", "AmazonSQS.SendMessage", &body).await
+        && up.status.is_success()
+    {
+        shared.lock().eventbridge.sent += 1;
+    }
 }
 
 #[cfg(test)]

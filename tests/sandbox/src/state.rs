@@ -67,6 +67,10 @@ pub struct Fault {
     /// (then the connection is closed without an answer). On its own it hangs every matching
     /// request; with `fail_next` or `error_rate` only the requests those select.
     pub hang: bool,
+    /// Whether `hang` applies only to the requests `fail_next`/`error_rate` select (fixed when
+    /// the fault is set, so an exhausted `fail_next` stops hanging).
+    #[serde(skip)]
+    pub selective: bool,
 }
 
 impl Default for Fault {
@@ -79,6 +83,7 @@ impl Default for Fault {
             code: None,
             latency_ms: 0,
             hang: false,
+            selective: false,
         }
     }
 }
@@ -216,6 +221,11 @@ impl Shared {
         Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
+    /// The clock offset in seconds (`clock_offset_seconds`).
+    pub fn clock_offset(&self) -> f64 {
+        self.clock_offset_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
     pub fn count(&self, service: Service, operation: &str) {
         *self
             .lock()
@@ -241,7 +251,8 @@ impl Shared {
         self.lock().identities.insert(access_key_id.to_owned(), spec);
     }
 
-    pub fn set_fault(&self, service: Service, fault: Fault) {
+    pub fn set_fault(&self, service: Service, mut fault: Fault) {
+        fault.selective = fault.fail_next > 0 || fault.error_rate > 0.0;
         self.lock().faults.insert(service, fault);
         self.faults_changed.notify_waiters();
     }
@@ -261,6 +272,8 @@ impl Shared {
         self.lock().faults.get(&service).is_some_and(|f| {
             f.hang && (f.operations.is_empty() || f.operations.iter().any(|o| o == operation))
         })
+        // NOTE: a request selected by `fail_next` keeps hanging while the fault stays set, even
+        // once `fail_next` is spent: it was never answered and never will be.
     }
 
     /// Decides whether this request gets an injected fault: (latency, what to do).
@@ -272,7 +285,7 @@ impl Shared {
         if !f.operations.is_empty() && !f.operations.iter().any(|o| o == operation) {
             return (0, FaultAction::Pass);
         }
-        let selective = f.fail_next > 0 || f.error_rate > 0.0;
+        let selective = f.selective;
         let fail = if f.fail_next > 0 {
             f.fail_next -= 1;
             true
