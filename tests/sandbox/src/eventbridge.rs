@@ -32,7 +32,7 @@ use http::Response;
 use serde_json::{Value, json};
 
 use crate::cloudtrail::StoredEvent;
-use crate::server::{self, Ctx};
+use crate::server::Ctx;
 use crate::state::Shared;
 use crate::wire::Body;
 
@@ -125,7 +125,10 @@ pub fn offer(shared: &Shared, stored: &[StoredEvent]) {
             return;
         }
         st.eventbridge.offered += stored.len() as u64;
-        (st.settings.eventbridge_delay_ms, st.settings.eventbridge_loss_probability)
+        (
+            st.settings.eventbridge_delay_ms,
+            st.settings.eventbridge_loss_probability,
+        )
     };
     let due = tokio::time::Instant::now() + std::time::Duration::from_millis(delay);
     for e in stored {
@@ -177,7 +180,7 @@ pub async fn handle_api(ctx: &Ctx) -> Response<Body> {
 }
 
 async fn moto_events(shared: &Shared, account: &str, region: &str, op: &str, body: Value) -> Option<Value> {
-    let up = server::moto_json_as(
+    let up = crate::moto::json_as(
         shared,
         account,
         region,
@@ -309,7 +312,7 @@ async fn send_to_queue(
         body["MessageGroupId"] = target["SqsParameters"]["MessageGroupId"].clone();
         body["MessageDeduplicationId"] = event["id"].clone();
     }
-    if let Ok(up) = server::moto_json_as(shared, account, region, "sqs", "AmazonSQS.SendMessage", &body).await
+    if let Ok(up) = crate::moto::json_as(shared, account, region, "sqs", "AmazonSQS.SendMessage", &body).await
         && up.status.is_success()
     {
         shared.lock().eventbridge.sent += 1;

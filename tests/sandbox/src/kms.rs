@@ -95,11 +95,7 @@ fn key_fields(op: &str) -> &'static [&'static str] {
     match op {
         "CreateAlias" | "UpdateAlias" => &["TargetKeyId"],
         "ReEncrypt" => &["SourceKeyId", "DestinationKeyId"],
-        "CreateKey"
-        | "ListKeys"
-        | "GenerateRandom"
-        | "ListRetirableGrants"
-        | "RetireGrant" => &[],
+        "CreateKey" | "ListKeys" | "GenerateRandom" | "ListRetirableGrants" | "RetireGrant" => &[],
         "DeleteAlias" => &["AliasName"],
         _ => &["KeyId"],
     }
@@ -117,7 +113,7 @@ fn key_from_ciphertext(body: &Map<String, Value>) -> Option<String> {
 }
 
 async fn describe(ctx: &Ctx, reference: &str) -> Option<KeyMeta> {
-    let up = server::moto_json(
+    let up = crate::moto::json(
         &ctx.shared,
         &ctx.parts,
         "TrentService.DescribeKey",

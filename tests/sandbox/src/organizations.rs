@@ -130,7 +130,7 @@ pub struct Organization {
 
 async fn orgs(shared: &Shared, account: &str, op: &str, body: Value) -> Result<Value, String> {
     let target = format!("AWSOrganizationsV20161128.{op}");
-    let up = server::moto_json_as(shared, account, "us-east-1", "organizations", &target, &body).await?;
+    let up = crate::moto::json_as(shared, account, "us-east-1", "organizations", &target, &body).await?;
     let v = up.json().unwrap_or(Value::Null);
     if up.status.is_success() {
         Ok(v)
@@ -182,7 +182,7 @@ pub async fn create_accounts(shared: &Shared, req: &AccountsRequest) -> Result<O
             .as_str()
             .ok_or_else(|| format!("CreateAccount answered without an account id: {made}"))?
             .to_owned();
-        let up = server::moto_query_as(
+        let up = crate::moto::query_as(
             shared,
             &account,
             "us-east-1",

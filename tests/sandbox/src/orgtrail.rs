@@ -27,7 +27,6 @@ use sha2::Digest as _;
 
 use crate::cloudtrail::StoredEvent;
 use crate::record::iso;
-use crate::server;
 use crate::state::Shared;
 
 /// `POST /_sandbox/org-trail`.
@@ -169,13 +168,16 @@ async fn put(
     body: Vec<u8>,
 ) -> Result<(), String> {
     let path = format!("/{}/{}", config.bucket, crate::wire::percent_encode(key, true));
-    let up = server::moto_call(
+    let who = crate::moto::As {
+        account: owner,
+        region: &config.home_region,
+        service: "s3",
+    };
+    let up = crate::moto::call(
         shared,
+        who,
         http::Method::PUT,
         &path,
-        owner,
-        &config.home_region,
-        "s3",
         &[("content-type", "application/json")],
         Bytes::from(body),
     )

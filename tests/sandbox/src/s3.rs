@@ -94,7 +94,7 @@ pub fn operation(parts: &Parts) -> String {
     ]
     .into_iter()
     .find(|s| has(s));
-    let op = match (method, key.is_some(), sub) {
+    match (method, key.is_some(), sub) {
         ("PUT", false, Some("notification")) => "PutBucketNotificationConfiguration".into(),
         ("GET", false, Some("notification")) => "GetBucketNotificationConfiguration".into(),
         ("GET", false, Some("location")) => "GetBucketLocation".into(),
@@ -121,8 +121,7 @@ pub fn operation(parts: &Parts) -> String {
         ("GET", true, Some(s)) => format!("GetObject{}", camel(s)),
         ("DELETE", true, Some(s)) => format!("DeleteObject{}", camel(s)),
         _ => format!("{method}Unknown"),
-    };
-    op
+    }
 }
 
 /// Writes that replace or remove one object, and so must not interleave.

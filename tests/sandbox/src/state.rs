@@ -268,12 +268,12 @@ impl Shared {
     }
 
     /// Whether a hang fault still holds requests to this operation.
+    // NOTE: a request selected by `fail_next` keeps hanging while the fault stays set, even once
+    // `fail_next` is spent: it was never answered and never will be.
     pub(crate) fn still_hangs(&self, service: Service, operation: &str) -> bool {
         self.lock().faults.get(&service).is_some_and(|f| {
             f.hang && (f.operations.is_empty() || f.operations.iter().any(|o| o == operation))
         })
-        // NOTE: a request selected by `fail_next` keeps hanging while the fault stays set, even
-        // once `fail_next` is spent: it was never answered and never will be.
     }
 
     /// Decides whether this request gets an injected fault: (latency, what to do).

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::iam::between;
 use crate::record;
-use crate::server::{self, Ctx};
+use crate::server::Ctx;
 use crate::state::IdentitySpec;
 use crate::wire::{self, Body};
 
@@ -174,7 +174,7 @@ fn caller(ctx: &Ctx) -> Principal {
 
 /// The role's trust policy from moto, if the role exists in `account`.
 async fn trust_policy(ctx: &Ctx, account: &str, role_name: &str) -> Option<Value> {
-    let up = server::moto_query_as(
+    let up = crate::moto::query_as(
         &ctx.shared,
         account,
         "us-east-1",

@@ -9,16 +9,44 @@ use crate::common::*;
 #[tokio::test]
 async fn list_accounts_pages_twenty_at_a_time() {
     let sb = sandbox().await;
-    let org = control(&sb, "POST", "/_sandbox/organization/accounts", json!({"count": 21})).await;
-    assert_eq!(org["accounts"].as_array().unwrap().len(), 21);
-    assert!(org["organization_id"].as_str().unwrap().starts_with("o-"));
     let orgs = aws_sdk_organizations::Client::new(&sdk(&sb, ADMIN, "us-east-1").await);
+    // The organization and one account through the SDK, twenty more through the control API.
+    let made = orgs
+        .create_organization()
+        .send()
+        .await
+        .unwrap()
+        .organization
+        .unwrap();
+    let status = orgs
+        .create_account()
+        .account_name("audit")
+        .email("audit@example.com")
+        .send()
+        .await
+        .unwrap()
+        .create_account_status
+        .unwrap();
+    let audit = status.account_id().unwrap().to_owned();
+    let org = control(
+        &sb,
+        "POST",
+        "/_sandbox/organization/accounts",
+        json!({"count": 20}),
+    )
+    .await;
+    assert_eq!(org["accounts"].as_array().unwrap().len(), 20);
+    assert_eq!(org["organization_id"], made.id().unwrap());
 
     let first = orgs.list_accounts().send().await.unwrap();
     assert_eq!(first.accounts().len(), 20, "at most 20 a page");
     let token = first.next_token().expect("more to come").to_owned();
     let second = orgs.list_accounts().next_token(&token).send().await.unwrap();
-    assert_eq!(second.accounts().len(), 2, "21 members and the management account");
+    assert_eq!(
+        second.accounts().len(),
+        2,
+        "21 members and the management account"
+    );
     assert!(second.next_token().is_none());
 
     let all: Vec<String> = orgs
@@ -35,16 +63,34 @@ async fn list_accounts_pages_twenty_at_a_time() {
         .collect();
     assert_eq!(all.len(), 22);
     assert!(all.contains(&ACCOUNT.to_owned()));
+    assert!(all.contains(&audit));
     for member in org["accounts"].as_array().unwrap() {
         assert!(all.contains(&member.as_str().unwrap().to_owned()));
     }
     for bad in [0, 21] {
-        let err = orgs.list_accounts().max_results(bad).send().await.unwrap_err().into_service_error();
+        let err = orgs
+            .list_accounts()
+            .max_results(bad)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
         assert!(err.is_invalid_input_exception(), "MaxResults {bad}: {err:?}");
     }
-    let err = orgs.list_accounts().next_token("garbage").send().await.unwrap_err().into_service_error();
+    let err = orgs
+        .list_accounts()
+        .next_token("garbage")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert!(err.is_invalid_input_exception(), "{err:?}");
     assert_eq!(sb.state().counter("organizations.ListAccounts"), 9);
+    assert_eq!(
+        sb.state().counter("organizations.CreateAccount"),
+        1,
+        "the control API's calls are not counted"
+    );
 }
 
 fn record_of(e: &aws_sdk_cloudtrail::types::Event) -> Value {
@@ -54,7 +100,13 @@ fn record_of(e: &aws_sdk_cloudtrail::types::Event) -> Value {
 #[tokio::test]
 async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
     let sb = sandbox().await;
-    control(&sb, "POST", "/_sandbox/settings", json!({"lookup_events_rate": 0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"lookup_events_rate": 0}),
+    )
+    .await;
     let org = sb.create_accounts(2, Some("ext-7f3a")).await.unwrap();
     let (member, other) = (org.accounts[0].clone(), org.accounts[1].clone());
     let mgmt = sdk(&sb, ADMIN, "eu-west-1").await;
@@ -75,8 +127,16 @@ async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
     for (arn, ext, why) in [
         (role.clone(), None, "missing external id"),
         (role.clone(), Some("wrong"), "wrong external id"),
-        (format!("arn:aws:iam::{member}:role/no-such-role"), Some("ext-7f3a"), "no such role"),
-        ("arn:aws:iam::999999999999:role/trailguard".into(), Some("ext-7f3a"), "no such account"),
+        (
+            format!("arn:aws:iam::{member}:role/no-such-role"),
+            Some("ext-7f3a"),
+            "no such role",
+        ),
+        (
+            "arn:aws:iam::999999999999:role/trailguard".into(),
+            Some("ext-7f3a"),
+            "no such account",
+        ),
     ] {
         let err = assume(arn.clone(), ext).await.unwrap_err();
         let status = err.raw_response().map(|r| r.status().as_u16());
@@ -85,13 +145,18 @@ async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
         assert_eq!(status, Some(403), "{why}");
         assert_eq!(
             err.meta().message().unwrap(),
-            format!("User: arn:aws:iam::{ACCOUNT}:user/sandbox is not authorized to perform: sts:AssumeRole on resource: {arn}")
+            format!(
+                "User: arn:aws:iam::{ACCOUNT}:user/sandbox is not authorized to perform: sts:AssumeRole on resource: {arn}"
+            )
         );
     }
     // A caller outside the trusted account is refused even with the right external id.
     sb.state().set_identity(
         "AKIASTRANGER",
-        trailguard_sandbox::IdentitySpec::IAMUser { user_name: "eve".into(), account_id: Some(other.clone()) },
+        trailguard_sandbox::IdentitySpec::IAMUser {
+            user_name: "eve".into(),
+            account_id: Some(other.clone()),
+        },
     );
     let stranger = aws_sdk_sts::Client::new(&sdk(&sb, "AKIASTRANGER", "eu-west-1").await);
     let err = stranger
@@ -104,6 +169,30 @@ async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
         .unwrap_err()
         .into_service_error();
     assert_eq!(err.meta().code(), Some("AccessDenied"));
+
+    // The SDK's own AssumeRoleProvider works against the sandbox too.
+    let provider = aws_config::sts::AssumeRoleProvider::builder(&role)
+        .session_name("provider")
+        .external_id("ext-7f3a")
+        .configure(&mgmt)
+        .build()
+        .await;
+    let via_provider = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(sb.endpoint_url())
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(provider)
+        .load()
+        .await;
+    let who = aws_sdk_sts::Client::new(&via_provider)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(who.account(), Some(member.as_str()));
+    assert_eq!(
+        who.arn(),
+        Some(format!("arn:aws:sts::{member}:assumed-role/trailguard/provider").as_str())
+    );
 
     let out = assume(role.clone(), Some("ext-7f3a")).await.unwrap();
     let session_arn = format!("arn:aws:sts::{member}:assumed-role/trailguard/trailguard-remediation");
@@ -126,7 +215,11 @@ async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
     let kms = aws_sdk_kms::Client::new(&assumed);
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     assert_eq!(key.aws_account_id(), Some(member.as_str()));
-    assert!(key.arn().unwrap().starts_with(&format!("arn:aws:kms:eu-west-1:{member}:key/")));
+    assert!(
+        key.arn()
+            .unwrap()
+            .starts_with(&format!("arn:aws:kms:eu-west-1:{member}:key/"))
+    );
     let mgmt_keys = aws_sdk_kms::Client::new(&mgmt).list_keys().send().await.unwrap();
     assert!(mgmt_keys.keys().iter().all(|k| k.key_id() != Some(key.key_id())));
     kms.disable_key().key_id(key.key_id()).send().await.unwrap();
@@ -159,7 +252,19 @@ async fn assumed_roles_act_in_their_account_and_trust_is_checked() {
     );
     assert_eq!(r["resources"][0]["ARN"], key.arn().unwrap());
     assert_eq!(events.events()[0].username(), Some("trailguard-remediation"));
-    let mgmt_history = aws_sdk_cloudtrail::Client::new(&mgmt).lookup_events().send().await.unwrap();
-    let mgmt_names: Vec<_> = mgmt_history.events().iter().map(|e| e.event_name().unwrap()).collect();
-    assert_eq!(mgmt_names, ["ListKeys"], "the member's calls stay out of the management account's history");
+    let mgmt_history = aws_sdk_cloudtrail::Client::new(&mgmt)
+        .lookup_events()
+        .send()
+        .await
+        .unwrap();
+    let mgmt_names: Vec<_> = mgmt_history
+        .events()
+        .iter()
+        .map(|e| e.event_name().unwrap())
+        .collect();
+    assert_eq!(
+        mgmt_names,
+        ["ListKeys"],
+        "the member's calls stay out of the management account's history"
+    );
 }

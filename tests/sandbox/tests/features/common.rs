@@ -19,7 +19,12 @@ pub async fn sandbox() -> Sandbox {
 }
 
 pub async fn sdk(sb: &Sandbox, access_key: &str, region: &str) -> SdkConfig {
-    sdk_with(sb, Credentials::new(access_key, "secret", None, None, "test"), region).await
+    sdk_with(
+        sb,
+        Credentials::new(access_key, "secret", None, None, "test"),
+        region,
+    )
+    .await
 }
 
 pub async fn sdk_with(sb: &Sandbox, creds: Credentials, region: &str) -> SdkConfig {
@@ -102,7 +107,14 @@ where
 }
 
 pub async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    let url = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let arn = queue_arn(sqs, &url).await;
     (url, arn)
 }

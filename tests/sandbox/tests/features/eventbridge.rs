@@ -18,7 +18,14 @@ async fn settled(sb: &trailguard_sandbox::Sandbox) -> Value {
     .expect("EventBridge deliveries settle")
 }
 
-async fn rule(eb: &aws_sdk_eventbridge::Client, name: &str, bus: Option<&str>, state: RuleState, pattern: Value, target: &str) {
+async fn rule(
+    eb: &aws_sdk_eventbridge::Client,
+    name: &str,
+    bus: Option<&str>,
+    state: RuleState,
+    pattern: Value,
+    target: &str,
+) {
     eb.put_rule()
         .name(name)
         .set_event_bus_name(bus.map(str::to_owned))
@@ -39,7 +46,13 @@ async fn rule(eb: &aws_sdk_eventbridge::Client, name: &str, bus: Option<&str>, s
 #[tokio::test]
 async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
     let sb = sandbox().await;
-    control(&sb, "POST", "/_sandbox/settings", json!({"eventbridge_delay_ms": 20, "lookup_events_rate": 0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"eventbridge_delay_ms": 20, "lookup_events_rate": 0}),
+    )
+    .await;
     let conf = sdk(&sb, ADMIN, "eu-west-1").await;
     let (kms, sqs, eb) = (
         aws_sdk_kms::Client::new(&conf),
@@ -53,8 +66,24 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
         "detail": {"eventSource": ["kms.amazonaws.com"],
                    "$or": [{"errorMessage": [{"suffix": "is pending deletion."}]},
                            {"eventName": ["DisableKey", "ScheduleKeyDeletion"], "errorCode": [{"exists": false}]}]}});
-    rule(&eb, "all", None, RuleState::EnabledWithAllCloudtrailManagementEvents, pattern.clone(), &all_arn).await;
-    rule(&eb, "plain", None, RuleState::Enabled, pattern.clone(), &plain_arn).await;
+    rule(
+        &eb,
+        "all",
+        None,
+        RuleState::EnabledWithAllCloudtrailManagementEvents,
+        pattern.clone(),
+        &all_arn,
+    )
+    .await;
+    rule(
+        &eb,
+        "plain",
+        None,
+        RuleState::Enabled,
+        pattern.clone(),
+        &plain_arn,
+    )
+    .await;
     rule(&eb, "off", None, RuleState::Disabled, pattern, &off_arn).await;
 
     let doomed = kms.create_key().send().await.unwrap().key_metadata.unwrap();
@@ -67,7 +96,12 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
         .unwrap()
         .ciphertext_blob
         .unwrap();
-    kms.schedule_key_deletion().key_id(doomed.key_id()).pending_window_in_days(7).send().await.unwrap();
+    kms.schedule_key_deletion()
+        .key_id(doomed.key_id())
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
     kms.decrypt().ciphertext_blob(blob).send().await.unwrap_err();
     let other = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     kms.disable_key().key_id(other.key_id()).send().await.unwrap();
@@ -75,7 +109,10 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
     assert_eq!(stats["offered"], 6, "every KMS record was offered: {stats}");
 
     let names = |msgs: &[Value]| {
-        let mut n: Vec<String> = msgs.iter().map(|m| m["detail"]["eventName"].as_str().unwrap().to_owned()).collect();
+        let mut n: Vec<String> = msgs
+            .iter()
+            .map(|m| m["detail"]["eventName"].as_str().unwrap().to_owned())
+            .collect();
         n.sort();
         n
     };
@@ -89,7 +126,10 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
     assert!(drain(&sqs, &off_url).await.is_empty(), "DISABLED matches nothing");
 
     // The envelope is AWS's, and its detail is the record event history holds.
-    let decrypt = all.iter().find(|m| m["detail"]["eventName"] == "Decrypt").unwrap();
+    let decrypt = all
+        .iter()
+        .find(|m| m["detail"]["eventName"] == "Decrypt")
+        .unwrap();
     assert_eq!(decrypt["version"], "0");
     assert_eq!(decrypt["detail-type"], "AWS API Call via CloudTrail");
     assert_eq!(decrypt["source"], "aws.kms");
@@ -101,7 +141,13 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
     assert_ne!(decrypt["id"], decrypt["detail"]["eventID"]);
     assert_eq!(decrypt["detail"]["errorCode"], "KMSInvalidStateException");
     assert_eq!(decrypt["detail"]["readOnly"], true);
-    let history = control(&sb, "GET", "/_sandbox/cloudtrail/records?account=123456789012&region=eu-west-1", json!({})).await;
+    let history = control(
+        &sb,
+        "GET",
+        "/_sandbox/cloudtrail/records?account=123456789012&region=eu-west-1",
+        json!({}),
+    )
+    .await;
     let stored = history["Records"]
         .as_array()
         .unwrap()
@@ -111,7 +157,13 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
     assert_eq!(&decrypt["detail"], stored, "the record unchanged");
 
     // Best effort: with a loss probability of 1 nothing arrives, and the loss is counted.
-    control(&sb, "POST", "/_sandbox/settings", json!({"eventbridge_delay_ms": 20, "eventbridge_loss_probability": 1.0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"eventbridge_delay_ms": 20, "eventbridge_loss_probability": 1.0}),
+    )
+    .await;
     let third = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     kms.disable_key().key_id(third.key_id()).send().await.unwrap();
     let stats = settled(&sb).await;
@@ -122,7 +174,13 @@ async fn rule_states_decide_which_cloudtrail_events_reach_the_queue() {
 #[tokio::test]
 async fn a_member_accounts_rule_forwards_to_the_central_bus() {
     let sb = sandbox().await;
-    control(&sb, "POST", "/_sandbox/settings", json!({"eventbridge_delay_ms": 20})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"eventbridge_delay_ms": 20}),
+    )
+    .await;
     let org = sb.create_accounts(1, None).await.unwrap();
     let member = org.accounts[0].clone();
     let central = sdk(&sb, ADMIN, "us-east-1").await;
@@ -152,9 +210,24 @@ async fn a_member_accounts_rule_forwards_to_the_central_bus() {
     // The central account: a bus whose rule sends everything from the member to a queue.
     let eb_central = aws_sdk_eventbridge::Client::new(&central);
     let sqs = aws_sdk_sqs::Client::new(&central);
-    let bus = eb_central.create_event_bus().name("central").send().await.unwrap().event_bus_arn.unwrap();
+    let bus = eb_central
+        .create_event_bus()
+        .name("central")
+        .send()
+        .await
+        .unwrap()
+        .event_bus_arn
+        .unwrap();
     let (url, arn) = queue(&sqs, "central-alerts").await;
-    rule(&eb_central, "from-members", Some("central"), RuleState::Enabled, json!({"account": [&member]}), &arn).await;
+    rule(
+        &eb_central,
+        "from-members",
+        Some("central"),
+        RuleState::Enabled,
+        json!({"account": [&member]}),
+        &arn,
+    )
+    .await;
     // The member: a rule on its default bus targeting the central bus.
     let eb_member = aws_sdk_eventbridge::Client::new(&member_conf);
     rule(
@@ -169,12 +242,22 @@ async fn a_member_accounts_rule_forwards_to_the_central_bus() {
 
     let kms = aws_sdk_kms::Client::new(&member_conf);
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap();
-    assert!(key.arn().unwrap().contains(&format!(":{member}:key/")), "{:?}", key.arn());
+    assert!(
+        key.arn().unwrap().contains(&format!(":{member}:key/")),
+        "{:?}",
+        key.arn()
+    );
     kms.disable_key().key_id(key.key_id()).send().await.unwrap();
 
-    let (got, others) = wait_for(&sqs, &url, Duration::from_secs(10), |m| m["detail"]["eventName"] == "DisableKey").await;
+    let (got, others) = wait_for(&sqs, &url, Duration::from_secs(10), |m| {
+        m["detail"]["eventName"] == "DisableKey"
+    })
+    .await;
     let got = got.expect("the member's DisableKey reaches the central queue");
-    assert!(others.is_empty(), "only what the member's rule forwards: {others:?}");
+    assert!(
+        others.is_empty(),
+        "only what the member's rule forwards: {others:?}"
+    );
     assert_eq!(got["account"], member.as_str(), "the original account is kept");
     assert_eq!(got["detail"]["recipientAccountId"], member.as_str());
     assert_eq!(got["detail"]["userIdentity"]["type"], "AssumedRole");
@@ -183,5 +266,8 @@ async fn a_member_accounts_rule_forwards_to_the_central_bus() {
         format!("arn:aws:sts::{member}:assumed-role/trailguard/ops")
     );
     settled(&sb).await;
-    assert!(drain(&sqs, &url).await.is_empty(), "CreateKey stays in the member account");
+    assert!(
+        drain(&sqs, &url).await.is_empty(),
+        "CreateKey stays in the member account"
+    );
 }

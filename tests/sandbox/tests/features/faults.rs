@@ -17,12 +17,20 @@ async fn a_hung_endpoint_times_out_and_clearing_lets_the_next_call_through() {
         .operation_timeout(Duration::from_millis(500))
         .build();
     let kms = aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::config::Builder::from(&conf).timeout_config(timeouts).build(),
+        aws_sdk_kms::config::Builder::from(&conf)
+            .timeout_config(timeouts)
+            .build(),
     );
     let patient = aws_sdk_kms::Client::new(&conf);
     // moto loads a service on first use, which can take longer than the timeout.
     patient.list_keys().send().await.unwrap();
-    control(&sb, "POST", "/_sandbox/faults/kms", json!({"hang": true, "operations": ["ListKeys"]})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/faults/kms",
+        json!({"hang": true, "operations": ["ListKeys"]}),
+    )
+    .await;
 
     let t = Instant::now();
     let err = kms.list_keys().send().await.unwrap_err();
@@ -59,30 +67,55 @@ async fn a_hung_endpoint_times_out_and_clearing_lets_the_next_call_through() {
         .await
         .expect("clearing the fault lets go of the connection")
         .unwrap();
-    assert!(answer.is_empty(), "closed without an answer: {}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.is_empty(),
+        "closed without an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
 
     let t = Instant::now();
-    kms.list_keys().send().await.expect("served once the fault is cleared");
+    kms.list_keys()
+        .send()
+        .await
+        .expect("served once the fault is cleared");
     assert!(t.elapsed() < Duration::from_millis(500));
     assert_eq!(sb.state().counter("kms.ListKeys"), 4, "hung calls are counted");
 
     // With fail_next, only the selected calls hang.
-    control(&sb, "POST", "/_sandbox/faults/kms", json!({"hang": true, "fail_next": 1})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/faults/kms",
+        json!({"hang": true, "fail_next": 1}),
+    )
+    .await;
     let err = kms.list_keys().send().await.unwrap_err();
     assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
     kms.list_keys().send().await.expect("only the next call hangs");
 }
 
 fn date_of(headers: &[(String, String)]) -> chrono::DateTime<Utc> {
-    let d = &headers.iter().find(|(k, _)| k == "date").expect("a Date header").1;
-    chrono::DateTime::parse_from_rfc2822(&d.replace("GMT", "+0000")).unwrap().to_utc()
+    let d = &headers
+        .iter()
+        .find(|(k, _)| k == "date")
+        .expect("a Date header")
+        .1;
+    chrono::DateTime::parse_from_rfc2822(&d.replace("GMT", "+0000"))
+        .unwrap()
+        .to_utc()
 }
 
 #[tokio::test]
 async fn a_clock_offset_moves_the_aws_side_of_time() {
     let sb = sandbox().await;
     // The host clock is 30 minutes fast: AWS's now is 30 minutes behind it.
-    control(&sb, "POST", "/_sandbox/settings", json!({"clock_offset_seconds": -1800, "lookup_events_rate": 0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"clock_offset_seconds": -1800, "lookup_events_rate": 0}),
+    )
+    .await;
     let conf = sdk(&sb, ADMIN, "us-east-1").await;
     let kms = aws_sdk_kms::Client::new(&conf);
     let ct = aws_sdk_cloudtrail::Client::new(&conf);
@@ -93,21 +126,55 @@ async fn a_clock_offset_moves_the_aws_side_of_time() {
     // Every response's Date header: the control API, KMS through the sandbox, SQS from moto.
     let (_, h, _) = raw(&sb, "GET", "/_sandbox/health", &[], "").await;
     assert!(near(date_of(&h), aws_now()), "{h:?}");
-    let auth = |svc: &str| format!("AWS4-HMAC-SHA256 Credential=AKIAADMIN/20260101/us-east-1/{svc}/aws4_request, SignedHeaders=host, Signature=0");
-    let (status, h, _) = raw(&sb, "POST", "/", &[("x-amz-target", "AmazonSQS.ListQueues"), ("content-type", "application/x-amz-json-1.0"), ("authorization", &auth("sqs"))], "{}").await;
+    let auth = |svc: &str| {
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAADMIN/20260101/us-east-1/{svc}/aws4_request, SignedHeaders=host, Signature=0"
+        )
+    };
+    let (status, h, _) = raw(
+        &sb,
+        "POST",
+        "/",
+        &[
+            ("x-amz-target", "AmazonSQS.ListQueues"),
+            ("content-type", "application/x-amz-json-1.0"),
+            ("authorization", &auth("sqs")),
+        ],
+        "{}",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(near(date_of(&h), aws_now()), "moto's Date is overwritten: {h:?}");
-    let (_, h, _) = raw(&sb, "POST", "/", &[("x-amz-target", "TrentService.ListKeys"), ("content-type", "application/x-amz-json-1.1"), ("authorization", &auth("kms"))], "{}").await;
+    let (_, h, _) = raw(
+        &sb,
+        "POST",
+        "/",
+        &[
+            ("x-amz-target", "TrentService.ListKeys"),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("authorization", &auth("kms")),
+        ],
+        "{}",
+    )
+    .await;
     assert!(near(date_of(&h), aws_now()), "{h:?}");
 
     // eventTime, and event history's default window.
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     let events = ct.lookup_events().send().await.unwrap();
-    let rec: serde_json::Value = serde_json::from_str(events.events()[0].cloud_trail_event().unwrap()).unwrap();
-    let event_time = chrono::DateTime::parse_from_rfc3339(rec["eventTime"].as_str().unwrap()).unwrap().to_utc();
+    let rec: serde_json::Value =
+        serde_json::from_str(events.events()[0].cloud_trail_event().unwrap()).unwrap();
+    let event_time = chrono::DateTime::parse_from_rfc3339(rec["eventTime"].as_str().unwrap())
+        .unwrap()
+        .to_utc();
     assert!(near(event_time, aws_now()), "eventTime {event_time}");
     assert!(
-        near(key.creation_date().map(|d| chrono::DateTime::from_timestamp(d.secs(), 0).unwrap()).unwrap(), aws_now()),
+        near(
+            key.creation_date()
+                .map(|d| chrono::DateTime::from_timestamp(d.secs(), 0).unwrap())
+                .unwrap(),
+            aws_now()
+        ),
         "moto's key dates are shifted too"
     );
     // A poller trusting the host clock asks for the last minute and finds nothing; with only a
@@ -121,7 +188,13 @@ async fn a_clock_offset_moves_the_aws_side_of_time() {
         .await
         .unwrap();
     assert!(host_window.events().is_empty());
-    let err = ct.lookup_events().start_time(host_minute_ago).send().await.unwrap_err().into_service_error();
+    let err = ct
+        .lookup_events()
+        .start_time(host_minute_ago)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert!(err.is_invalid_time_range_exception(), "{err:?}");
 
     // The credential report says when AWS made it.
@@ -143,6 +216,12 @@ async fn a_clock_offset_moves_the_aws_side_of_time() {
         ev.events().iter().any(|e| e.event_id() == Some("edge"))
     };
     assert!(has_edge(ct.clone()).await);
-    control(&sb, "POST", "/_sandbox/settings", json!({"clock_offset_seconds": 1800, "lookup_events_rate": 0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"clock_offset_seconds": 1800, "lookup_events_rate": 0}),
+    )
+    .await;
     assert!(!has_edge(ct.clone()).await);
 }

@@ -9,12 +9,24 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 async fn object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().to_vec()
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 fn gunzip(data: &[u8]) -> Value {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(data).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut text)
+        .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -41,7 +53,11 @@ fn notification_key(key: &str) -> String {
 async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
     let sb = sandbox().await;
     let conf = sdk(&sb, ADMIN, "us-east-1").await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build(),
+    );
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let bucket = "org-trail-logs";
     s3.create_bucket().bucket(bucket).send().await.unwrap();
@@ -68,6 +84,8 @@ async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
     assert_eq!(test_event[0]["Service"], "Amazon S3");
     assert_eq!(test_event[0]["Event"], "s3:TestEvent");
     assert_eq!(test_event[0]["Bucket"], bucket);
+    assert!(chrono::DateTime::parse_from_rfc3339(test_event[0]["Time"].as_str().unwrap()).is_ok());
+    assert!(test_event[0]["RequestId"].is_string());
 
     control(
         &sb,
@@ -88,6 +106,17 @@ async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
     let note = note.expect("a notification for the log file within an interval");
     let r = &note["Records"][0];
     assert_eq!(r["eventSource"], "aws:s3");
+    // AWS's shape, not moto's: `/` is not encoded, times are UTC with milliseconds, and a
+    // sequencer orders events on one key.
+    let raw_key = r["s3"]["object"]["key"].as_str().unwrap();
+    assert!(raw_key.starts_with("trail/AWSLogs/"), "{raw_key}");
+    let event_time = r["eventTime"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(event_time).is_ok() && event_time.ends_with('Z'),
+        "{event_time}"
+    );
+    assert!(r["s3"]["object"]["sequencer"].is_string());
+    assert!(r["responseElements"]["x-amz-request-id"].is_string());
     assert_eq!(r["eventName"], "ObjectCreated:Put");
     assert_eq!(r["awsRegion"], "us-east-1");
     assert_eq!(r["s3"]["bucket"]["name"], bucket);
@@ -102,15 +131,25 @@ async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
         .unwrap_or_else(|| panic!("{file}"));
     let (time, random) = stamp.split_once('_').unwrap();
     let at = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%MZ").unwrap();
-    assert_eq!(&key_name[prefix.len()..prefix.len() + 10], at.format("%Y/%m/%d").to_string());
+    assert_eq!(
+        &key_name[prefix.len()..prefix.len() + 10],
+        at.format("%Y/%m/%d").to_string()
+    );
     assert_eq!(random.len(), 16);
     assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()));
 
     let body = object(&s3, bucket, &key_name).await;
-    assert_eq!(r["s3"]["object"]["size"], body.len(), "the notification gives the object's size");
+    assert_eq!(
+        r["s3"]["object"]["size"],
+        body.len(),
+        "the notification gives the object's size"
+    );
     let log = gunzip(&body);
     let records = log["Records"].as_array().unwrap();
-    let create = records.iter().find(|r| r["eventName"] == "CreateKey").expect("CreateKey in the log file");
+    let create = records
+        .iter()
+        .find(|r| r["eventName"] == "CreateKey")
+        .expect("CreateKey in the log file");
     assert_eq!(create["resources"][0]["ARN"], key.arn().unwrap());
     assert_eq!(create["recipientAccountId"], ACCOUNT);
 
@@ -118,7 +157,9 @@ async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
     let listed = s3
         .list_objects_v2()
         .bucket(bucket)
-        .prefix(format!("trail/AWSLogs/o-a1b2c3d4e5/{ACCOUNT}/CloudTrail-Digest/eu-west-1/"))
+        .prefix(format!(
+            "trail/AWSLogs/o-a1b2c3d4e5/{ACCOUNT}/CloudTrail-Digest/eu-west-1/"
+        ))
         .send()
         .await
         .unwrap();
@@ -128,7 +169,12 @@ async fn a_kms_call_lands_in_the_org_trail_and_s3_notifies_the_queue() {
     assert_eq!(digest["awsAccountId"], ACCOUNT);
 
     // S3 calls go through the sandbox and are counted like any other service's.
-    for op in ["s3.CreateBucket", "s3.PutBucketNotificationConfiguration", "s3.GetObject", "s3.ListObjectsV2"] {
+    for op in [
+        "s3.CreateBucket",
+        "s3.PutBucketNotificationConfiguration",
+        "s3.GetObject",
+        "s3.ListObjectsV2",
+    ] {
         assert!(sb.state().counter(op) >= 1, "{op}");
     }
     // Nothing more is held, and a flush with nothing new writes nothing.

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_kms::types::Tag;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{Value, json};
@@ -13,13 +15,26 @@ use crate::common::*;
 #[tokio::test]
 async fn more_kms_calls_are_recorded_with_their_read_only_flag() {
     let sb = sandbox().await;
-    control(&sb, "POST", "/_sandbox/settings", json!({"lookup_events_rate": 0})).await;
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"lookup_events_rate": 0}),
+    )
+    .await;
     let kms = aws_sdk_kms::Client::new(&sdk(&sb, ADMIN, "us-east-1").await);
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     let arn = key.arn().unwrap().to_owned();
 
     // With no policy given, the key policy is AWS's default.
-    let policy = kms.get_key_policy().key_id(&arn).send().await.unwrap().policy.unwrap();
+    let policy = kms
+        .get_key_policy()
+        .key_id(&arn)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
     let policy: Value = serde_json::from_str(&policy).unwrap();
     assert_eq!(
         policy["Statement"],
@@ -28,28 +43,78 @@ async fn more_kms_calls_are_recorded_with_their_read_only_flag() {
     );
     let mut tightened = policy.clone();
     tightened["Statement"][0]["Sid"] = json!("Root only");
-    kms.put_key_policy().key_id(&arn).policy(tightened.to_string()).send().await.unwrap();
+    kms.put_key_policy()
+        .key_id(&arn)
+        .policy(tightened.to_string())
+        .send()
+        .await
+        .unwrap();
     kms.list_keys().send().await.unwrap();
-    kms.create_alias().alias_name("alias/guarded").target_key_id(key.key_id()).send().await.unwrap();
+    kms.create_alias()
+        .alias_name("alias/guarded")
+        .target_key_id(key.key_id())
+        .send()
+        .await
+        .unwrap();
     let aliases = kms.list_aliases().key_id(&arn).send().await.unwrap();
     assert_eq!(aliases.aliases()[0].alias_name(), Some("alias/guarded"));
-    assert!(!kms.get_key_rotation_status().key_id(&arn).send().await.unwrap().key_rotation_enabled());
+    assert!(
+        !kms.get_key_rotation_status()
+            .key_id(&arn)
+            .send()
+            .await
+            .unwrap()
+            .key_rotation_enabled()
+    );
     kms.enable_key_rotation().key_id(&arn).send().await.unwrap();
-    assert!(kms.get_key_rotation_status().key_id(&arn).send().await.unwrap().key_rotation_enabled());
+    assert!(
+        kms.get_key_rotation_status()
+            .key_id(&arn)
+            .send()
+            .await
+            .unwrap()
+            .key_rotation_enabled()
+    );
     kms.tag_resource()
         .key_id(&arn)
-        .tags(Tag::builder().tag_key("team").tag_value("payments").build().unwrap())
+        .tags(
+            Tag::builder()
+                .tag_key("team")
+                .tag_value("payments")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
     let tags = kms.list_resource_tags().key_id(&arn).send().await.unwrap();
     assert_eq!(tags.tags()[0].tag_value(), "payments");
-    kms.untag_resource().key_id(&arn).tag_keys("team").send().await.unwrap();
-    kms.delete_alias().alias_name("alias/guarded").send().await.unwrap();
+    kms.untag_resource()
+        .key_id(&arn)
+        .tag_keys("team")
+        .send()
+        .await
+        .unwrap();
+    kms.delete_alias()
+        .alias_name("alias/guarded")
+        .send()
+        .await
+        .unwrap();
 
-    let history = control(&sb, "GET", "/_sandbox/cloudtrail/records?account=123456789012&region=us-east-1", json!({})).await;
+    let history = control(
+        &sb,
+        "GET",
+        "/_sandbox/cloudtrail/records?account=123456789012&region=us-east-1",
+        json!({}),
+    )
+    .await;
     let records = history["Records"].as_array().unwrap();
-    let find = |name: &str| records.iter().find(|r| r["eventName"] == name).unwrap_or_else(|| panic!("{name} recorded"));
+    let find = |name: &str| {
+        records
+            .iter()
+            .find(|r| r["eventName"] == name)
+            .unwrap_or_else(|| panic!("{name} recorded"))
+    };
     for (name, read_only, names_key) in [
         ("GetKeyPolicy", true, true),
         ("PutKeyPolicy", false, true),
@@ -67,11 +132,20 @@ async fn more_kms_calls_are_recorded_with_their_read_only_flag() {
         assert_eq!(r["readOnly"], read_only, "{name}");
         assert_eq!(r["eventSource"], "kms.amazonaws.com");
         assert!(r.get("errorCode").is_none(), "{name}: {r}");
-        let arns: Vec<&str> = r["resources"].as_array().map(|a| a.iter().filter_map(|x| x["ARN"].as_str()).collect()).unwrap_or_default();
+        let arns: Vec<&str> = r["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["ARN"].as_str()).collect())
+            .unwrap_or_default();
         assert_eq!(arns.contains(&arn.as_str()), names_key, "{name}: {arns:?}");
     }
-    assert_eq!(find("TagResource")["requestParameters"]["tags"], json!([{"tagKey": "team", "tagValue": "payments"}]));
-    assert_eq!(find("PutKeyPolicy")["requestParameters"]["policyName"], Value::Null);
+    assert_eq!(
+        find("TagResource")["requestParameters"]["tags"],
+        json!([{"tagKey": "team", "tagValue": "payments"}])
+    );
+    assert_eq!(
+        find("PutKeyPolicy")["requestParameters"]["policyName"],
+        Value::Null
+    );
     let alias_arn = format!("arn:aws:kms:us-east-1:{ACCOUNT}:alias/guarded");
     assert_eq!(find("DeleteAlias")["resources"][0]["ARN"], alias_arn.as_str());
     assert_eq!(find("CreateAlias")["resources"][1]["ARN"], alias_arn.as_str());
@@ -90,8 +164,20 @@ async fn dynamodb_conditional_writes_make_a_lease() {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk(&sb, ADMIN, "us-east-1").await);
     ddb.create_table()
         .table_name("leases")
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
         .send()
         .await
@@ -126,8 +212,20 @@ async fn dynamodb_conditional_writes_make_a_lease() {
             .send()
     };
     renew("a", 1, 1015).await.unwrap();
-    assert!(renew("a", 1, 1016).await.unwrap_err().into_service_error().is_conditional_check_failed_exception());
-    assert!(renew("b", 2, 1016).await.unwrap_err().into_service_error().is_conditional_check_failed_exception());
+    assert!(
+        renew("a", 1, 1016)
+            .await
+            .unwrap_err()
+            .into_service_error()
+            .is_conditional_check_failed_exception()
+    );
+    assert!(
+        renew("b", 2, 1016)
+            .await
+            .unwrap_err()
+            .into_service_error()
+            .is_conditional_check_failed_exception()
+    );
     // After expiry another owner takes over.
     acquire("b", 1046).await.unwrap();
     let err = ddb
@@ -141,7 +239,10 @@ async fn dynamodb_conditional_writes_make_a_lease() {
         .await
         .unwrap_err()
         .into_service_error();
-    assert!(err.is_conditional_check_failed_exception(), "the old holder cannot release it");
+    assert!(
+        err.is_conditional_check_failed_exception(),
+        "the old holder cannot release it"
+    );
 
     // Sixteen candidates race for a free lease: exactly one wins.
     let racers: Vec<_> = (0..16)
@@ -171,18 +272,35 @@ async fn dynamodb_conditional_writes_make_a_lease() {
 async fn s3_conditional_writes_answer_as_aws() {
     let sb = sandbox().await;
     let conf = sdk(&sb, ADMIN, "us-east-1").await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build(),
+    );
     s3.create_bucket().bucket("leases").send().await.unwrap();
-    let put = |body: &'static str| s3.put_object().bucket("leases").key("poller.json").body(body.as_bytes().to_vec().into());
+    let put = |body: &'static str| {
+        s3.put_object()
+            .bucket("leases")
+            .key("poller.json")
+            .body(body.as_bytes().to_vec().into())
+    };
     let first = put(r#"{"owner":"a"}"#).if_none_match("*").send().await.unwrap();
     let status = |e: &aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>| {
         e.raw_response().map(|r| r.status().as_u16())
     };
-    let err = put(r#"{"owner":"b"}"#).if_none_match("*").send().await.unwrap_err();
+    let err = put(r#"{"owner":"b"}"#)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(412));
     assert_eq!(err.into_service_error().meta().code(), Some("PreconditionFailed"));
     let etag = first.e_tag().unwrap().to_owned();
-    let renewed = put(r#"{"owner":"a","n":2}"#).if_match(&etag).send().await.unwrap();
+    let renewed = put(r#"{"owner":"a","n":2}"#)
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(renewed.e_tag().unwrap(), etag);
     let err = put(r#"{"owner":"b"}"#).if_match(&etag).send().await.unwrap_err();
     assert_eq!(status(&err), Some(412), "a stale etag loses");
@@ -197,9 +315,25 @@ async fn s3_conditional_writes_answer_as_aws() {
         .unwrap_err();
     assert_eq!(status(&err), Some(404));
     assert_eq!(err.into_service_error().meta().code(), Some("NoSuchKey"));
-    let err = put("x").if_none_match(renewed.e_tag().unwrap()).send().await.unwrap_err();
+    let err = put("x")
+        .if_none_match(renewed.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(501), "only If-None-Match: * is implemented");
-    let body = s3.get_object().bucket("leases").key("poller.json").send().await.unwrap().body.collect().await.unwrap();
+    // The SDK's default addressing against an IP endpoint works as well as path-style.
+    let default_style = aws_sdk_s3::Client::new(&conf);
+    let body = default_style
+        .get_object()
+        .bucket("leases")
+        .key("poller.json")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(body.to_vec(), br#"{"owner":"a","n":2}"#);
 
     let racers: Vec<_> = (0..16)
@@ -244,7 +378,12 @@ async fn sqs_visibility_redrive_long_polling_and_attributes() {
         .queue_url
         .unwrap();
     let before = chrono::Utc::now().timestamp_millis();
-    sqs.send_message().queue_url(&url).message_body("object").send().await.unwrap();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("object")
+        .send()
+        .await
+        .unwrap();
     let receive = || {
         sqs.receive_message()
             .queue_url(&url)
@@ -252,14 +391,24 @@ async fn sqs_visibility_redrive_long_polling_and_attributes() {
             .wait_time_seconds(0)
             .send()
     };
-    let attrs = |m: &aws_sdk_sqs::types::Message, a: MessageSystemAttributeName| {
-        m.attributes().unwrap()[&a].clone()
-    };
+    let attrs =
+        |m: &aws_sdk_sqs::types::Message, a: MessageSystemAttributeName| m.attributes().unwrap()[&a].clone();
     let first = receive().await.unwrap().messages.unwrap().remove(0);
-    assert_eq!(attrs(&first, MessageSystemAttributeName::ApproximateReceiveCount), "1");
-    let sent: i64 = attrs(&first, MessageSystemAttributeName::SentTimestamp).parse().unwrap();
-    assert!((sent - before).abs() < 5_000, "SentTimestamp is epoch milliseconds");
-    assert!(receive().await.unwrap().messages.unwrap_or_default().is_empty(), "invisible for 30 s");
+    assert_eq!(
+        attrs(&first, MessageSystemAttributeName::ApproximateReceiveCount),
+        "1"
+    );
+    let sent: i64 = attrs(&first, MessageSystemAttributeName::SentTimestamp)
+        .parse()
+        .unwrap();
+    assert!(
+        (sent - before).abs() < 5_000,
+        "SentTimestamp is epoch milliseconds"
+    );
+    assert!(
+        receive().await.unwrap().messages.unwrap_or_default().is_empty(),
+        "invisible for 30 s"
+    );
     // Giving it back at once makes it visible again.
     sqs.change_message_visibility()
         .queue_url(&url)
@@ -269,7 +418,10 @@ async fn sqs_visibility_redrive_long_polling_and_attributes() {
         .await
         .unwrap();
     let second = receive().await.unwrap().messages.unwrap().remove(0);
-    assert_eq!(attrs(&second, MessageSystemAttributeName::ApproximateReceiveCount), "2");
+    assert_eq!(
+        attrs(&second, MessageSystemAttributeName::ApproximateReceiveCount),
+        "2"
+    );
     sqs.change_message_visibility()
         .queue_url(&url)
         .receipt_handle(second.receipt_handle().unwrap())
@@ -288,12 +440,26 @@ async fn sqs_visibility_redrive_long_polling_and_attributes() {
         let url = url.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            sqs.send_message().queue_url(&url).message_body("late").send().await.unwrap();
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body("late")
+                .send()
+                .await
+                .unwrap();
         })
     };
     let t = Instant::now();
-    let got = sqs.receive_message().queue_url(&url).wait_time_seconds(5).send().await.unwrap();
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.messages()[0].body(), Some("late"));
-    assert!(t.elapsed() < Duration::from_secs(4), "answered when the message came, not at the timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "answered when the message came, not at the timeout"
+    );
     sender.await.unwrap();
 }

@@ -27,7 +27,14 @@ async fn json_structured_publishes_are_checked_and_lose_their_attributes() {
     let conf = sdk(&sb, ADMIN, "us-east-1").await;
     let sns = aws_sdk_sns::Client::new(&conf);
     let sqs = aws_sdk_sqs::Client::new(&conf);
-    let topic = sns.create_topic().name("alerts").send().await.unwrap().topic_arn.unwrap();
+    let topic = sns
+        .create_topic()
+        .name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
     let (url, arn) = queue(&sqs, "alerts-sub").await;
     sns.subscribe()
         .topic_arn(&topic)
@@ -38,14 +45,26 @@ async fn json_structured_publishes_are_checked_and_lose_their_attributes() {
         .unwrap();
 
     for (message, want) in [
-        (r#"{"default": "x""#, "Invalid parameter: Message Structure - JSON message body failed to parse"),
-        ("[1, 2]", "Invalid parameter: Message Structure - JSON message body failed to parse"),
+        (
+            r#"{"default": "x""#,
+            "Invalid parameter: Message Structure - JSON message body failed to parse",
+        ),
+        (
+            "[1, 2]",
+            "Invalid parameter: Message Structure - JSON message body failed to parse",
+        ),
         (
             r#"{"default": "a", "default": "b"}"#,
             "Invalid parameter: Message Structure - JSON message body failed to parse",
         ),
-        (r#"{"sqs": "only sqs"}"#, "Invalid parameter: Message Structure - No default entry in JSON message body"),
-        (r#"{"default": {"nested": 1}}"#, "Invalid parameter: Message Structure - No default entry in JSON message body"),
+        (
+            r#"{"sqs": "only sqs"}"#,
+            "Invalid parameter: Message Structure - No default entry in JSON message body",
+        ),
+        (
+            r#"{"default": {"nested": 1}}"#,
+            "Invalid parameter: Message Structure - No default entry in JSON message body",
+        ),
     ] {
         let err = sns
             .publish()
@@ -56,9 +75,16 @@ async fn json_structured_publishes_are_checked_and_lose_their_attributes() {
             .await
             .unwrap_err()
             .into_service_error();
-        assert_eq!(refusal(&err), ("InvalidParameter".into(), want.into()), "{message}");
+        assert_eq!(
+            refusal(&err),
+            ("InvalidParameter".into(), want.into()),
+            "{message}"
+        );
     }
-    assert!(drain(&sqs, &url).await.is_empty(), "refused publishes deliver nothing");
+    assert!(
+        drain(&sqs, &url).await.is_empty(),
+        "refused publishes deliver nothing"
+    );
 
     // String structure: attributes are delivered in the envelope.
     sns.publish()
@@ -77,8 +103,10 @@ async fn json_structured_publishes_are_checked_and_lose_their_attributes() {
         .send()
         .await
         .unwrap();
-    let (Some(structured), others) =
-        wait_for(&sqs, &url, std::time::Duration::from_secs(5), |m| m["Message"] == "for queues").await
+    let (Some(structured), others) = wait_for(&sqs, &url, std::time::Duration::from_secs(5), |m| {
+        m["Message"] == "for queues"
+    })
+    .await
     else {
         panic!("the JSON-structured publish never arrived");
     };
@@ -90,14 +118,24 @@ async fn json_structured_publishes_are_checked_and_lose_their_attributes() {
     rest.extend(drain(&sqs, &url).await);
     let plain: Vec<&Value> = rest.iter().filter(|m| m["Message"] == "plain").collect();
     assert_eq!(plain.len(), 1, "{rest:?}");
-    assert_eq!(plain[0]["MessageAttributes"]["rule"]["Value"], "kms_pending_deletion_use");
+    assert_eq!(
+        plain[0]["MessageAttributes"]["rule"]["Value"],
+        "kms_pending_deletion_use"
+    );
 }
 
 #[tokio::test]
 async fn publish_limits_subjects_and_fifo_groups_as_aws() {
     let sb = sandbox().await;
     let sns = aws_sdk_sns::Client::new(&sdk(&sb, ADMIN, "us-east-1").await);
-    let topic = sns.create_topic().name("alerts").send().await.unwrap().topic_arn.unwrap();
+    let topic = sns
+        .create_topic()
+        .name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
     let publish = |message: String, subject: Option<String>| {
         let sns = sns.clone();
         let topic = topic.clone();
@@ -116,9 +154,17 @@ async fn publish_limits_subjects_and_fifo_groups_as_aws() {
     // (moto counts characters and lets them through).
     publish("é".repeat(131_072), None).await.unwrap();
     let too_long = publish("é".repeat(131_073), None).await.unwrap_err();
-    assert_eq!(too_long, ("InvalidParameter".into(), "Invalid parameter: Message too long".into()));
+    assert_eq!(
+        too_long,
+        (
+            "InvalidParameter".into(),
+            "Invalid parameter: Message too long".into()
+        )
+    );
     // Subject and attributes count too.
-    let err = publish("x".repeat(262_100), Some("s".repeat(50))).await.unwrap_err();
+    let err = publish("x".repeat(262_100), Some("s".repeat(50)))
+        .await
+        .unwrap_err();
     assert_eq!(err.1, "Invalid parameter: Message too long");
     let err = sns
         .publish()
@@ -134,9 +180,18 @@ async fn publish_limits_subjects_and_fifo_groups_as_aws() {
     assert_eq!(err.0, "InvalidParameter");
 
     publish("m".into(), Some("s".repeat(100))).await.unwrap();
-    for subject in ["s".repeat(101), "line\nbreak".into(), "tab\there".into(), "cr\r".into()] {
+    for subject in [
+        "s".repeat(101),
+        "line\nbreak".into(),
+        "tab\there".into(),
+        "cr\r".into(),
+    ] {
         let err = publish("m".into(), Some(subject.clone())).await.unwrap_err();
-        assert_eq!(err, ("InvalidParameter".into(), "Invalid parameter: Subject".into()), "{subject:?}");
+        assert_eq!(
+            err,
+            ("InvalidParameter".into(), "Invalid parameter: Subject".into()),
+            "{subject:?}"
+        );
     }
     let err = sns
         .publish()
@@ -182,5 +237,9 @@ async fn publish_limits_subjects_and_fifo_groups_as_aws() {
         .send()
         .await
         .unwrap();
-    assert_eq!(sb.state().counter("sns.Publish"), 13, "refused publishes are counted too");
+    assert_eq!(
+        sb.state().counter("sns.Publish"),
+        13,
+        "refused publishes are counted too"
+    );
 }
