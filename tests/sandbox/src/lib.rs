@@ -11,7 +11,8 @@
 //! - **SNS** `Publish` is held to AWS's rules before moto sees it ([`sns`]); **STS**
 //!   `AssumeRole` checks the role and its trust policy ([`sts`]); **Organizations** pages as AWS
 //!   does ([`organizations`]); **S3** and **DynamoDB** make conditional writes atomic ([`s3`],
-//!   [`dynamodb`]); **SQS** and everything else go to moto unchanged.
+//!   [`dynamodb`]); **SQS** delivers S3 notifications in AWS's shape ([`sqs`]); everything else
+//!   goes to moto unchanged.
 //! - Records also reach **EventBridge** rules ([`eventbridge`], [`pattern`]) and an
 //!   **organization trail** in S3 ([`orgtrail`]), as CloudTrail delivers them.
 //! - **Test controls** live under `/_sandbox/` on the same listener ([`control`]), including
