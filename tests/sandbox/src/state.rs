@@ -70,7 +70,7 @@ pub struct Fault {
     /// Whether `hang` applies only to the requests `fail_next`/`error_rate` select (fixed when
     /// the fault is set, so an exhausted `fail_next` stops hanging).
     #[serde(skip)]
-    pub selective: bool,
+    pub(crate) selective: bool,
 }
 
 impl Default for Fault {
