@@ -33,6 +33,9 @@ const ATTRIBUTE_KEYS: [&str; 8] = [
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: u64,
+    /// The account and region whose event history holds the record.
+    pub account: String,
+    pub region: String,
     pub event_time: DateTime<Utc>,
     pub visible_at: DateTime<Utc>,
     pub event_id: String,
@@ -119,6 +122,8 @@ impl EventStore {
         }
         let ev = StoredEvent {
             seq: self.seq,
+            account: account.clone(),
+            region: region.clone(),
             event_time,
             visible_at: std::cmp::max(now, event_time + delay),
             event_id: s("eventID").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),

@@ -50,11 +50,27 @@ impl Shared {
         let mut st = self.lock();
         let delay = delay_seconds.unwrap_or(st.settings.visibility_delay_seconds);
         let delay = chrono::Duration::milliseconds((delay * 1000.0) as i64);
-        Ok(records
+        let stored: Vec<_> = records
             .iter()
             .filter(|r| r.is_object())
-            .map(|r| st.events.insert(r, &self.default_account, now, delay).event_id)
-            .collect())
+            .map(|r| st.events.insert(r, &self.default_account, now, delay))
+            .collect();
+        drop(st);
+        self.offer(&stored);
+        Ok(stored.into_iter().map(|e| e.event_id).collect())
+    }
+
+    /// Hands freshly stored records on, as CloudTrail does: to the organization trail's next
+    /// log file and to EventBridge.
+    pub(crate) fn offer(&self, stored: &[crate::cloudtrail::StoredEvent]) {
+        crate::orgtrail::offer(self, stored);
+        crate::eventbridge::offer(self, stored);
+    }
+
+    /// Configures (or with `None` removes) the organization trail.
+    pub fn set_org_trail(&self, config: Option<crate::orgtrail::OrgTrailConfig>) {
+        self.lock().org_trail = config.map(crate::orgtrail::OrgTrail::new);
+        self.org_trail_changed.notify_waiters();
     }
 
     /// Backdates an access key's creation and last use.
@@ -119,7 +135,7 @@ pub async fn handle(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bod
             let Some(svc) = Service::from_name(service) else {
                 return bad(format!("unknown service {service}"));
             };
-            shared.lock().faults.remove(&svc);
+            shared.clear_fault(svc);
             ok(json!({ "cleared": service }))
         }
         (&Method::POST, ["cloudtrail", "records"]) => {
@@ -151,6 +167,42 @@ pub async fn handle(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bod
                 Err(e) => bad(format!("access key: {e}")),
             }
         }
+        (&Method::POST, ["org-trail"]) => {
+            match serde_json::from_slice::<crate::orgtrail::OrgTrailConfig>(&body) {
+                Ok(c) => {
+                    shared.set_org_trail(Some(c.clone()));
+                    ok(serde_json::to_value(c).expect("config serializes"))
+                }
+                Err(e) => bad(format!("org trail: {e}")),
+            }
+        }
+        (&Method::GET, ["org-trail"]) => {
+            let st = shared.lock();
+            match st.org_trail.as_ref() {
+                Some(t) => ok(
+                    json!({ "config": t.config, "held": t.held(), "files_written": t.files_written, "last_error": t.last_error }),
+                ),
+                None => ok(json!({ "config": null })),
+            }
+        }
+        (&Method::DELETE, ["org-trail"]) => {
+            shared.set_org_trail(None);
+            ok(json!({ "cleared": true }))
+        }
+        (&Method::POST, ["org-trail", "flush"]) => match crate::orgtrail::flush(shared).await {
+            Ok(keys) => ok(json!({ "written": keys })),
+            Err(e) => bad(e),
+        },
+        (&Method::POST, ["organization", "accounts"]) => {
+            match serde_json::from_slice::<crate::organizations::AccountsRequest>(&body) {
+                Ok(r) => match crate::organizations::create_accounts(shared, &r).await {
+                    Ok(org) => ok(serde_json::to_value(org).expect("organization serializes")),
+                    Err(e) => bad(e),
+                },
+                Err(e) => bad(format!("accounts: {e}")),
+            }
+        }
+        (&Method::GET, ["eventbridge"]) => ok(shared.lock().eventbridge.stats()),
         (&Method::GET, ["counters"]) => {
             ok(serde_json::to_value(&shared.lock().counters).expect("counters serialize"))
         }

@@ -221,7 +221,7 @@ async fn rewrite_report(ctx: &Ctx, text: &str) -> String {
 }
 
 async fn user_keys(ctx: &Ctx, user: &str) -> Vec<String> {
-    let Ok(up) = server::moto_query(
+    let Ok(up) = crate::moto::query(
         &ctx.shared,
         &ctx.parts,
         &[

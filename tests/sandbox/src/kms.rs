@@ -95,12 +95,8 @@ fn key_fields(op: &str) -> &'static [&'static str] {
     match op {
         "CreateAlias" | "UpdateAlias" => &["TargetKeyId"],
         "ReEncrypt" => &["SourceKeyId", "DestinationKeyId"],
-        "CreateKey"
-        | "ListKeys"
-        | "GenerateRandom"
-        | "ListRetirableGrants"
-        | "RetireGrant"
-        | "DeleteAlias" => &[],
+        "CreateKey" | "ListKeys" | "GenerateRandom" | "ListRetirableGrants" | "RetireGrant" => &[],
+        "DeleteAlias" => &["AliasName"],
         _ => &["KeyId"],
     }
 }
@@ -117,7 +113,7 @@ fn key_from_ciphertext(body: &Map<String, Value>) -> Option<String> {
 }
 
 async fn describe(ctx: &Ctx, reference: &str) -> Option<KeyMeta> {
-    let up = server::moto_json(
+    let up = crate::moto::json(
         &ctx.shared,
         &ctx.parts,
         "TrentService.DescribeKey",
@@ -205,6 +201,10 @@ pub async fn handle(ctx: &Ctx) -> Response<Body> {
         _ => return ctx.error(400, "SerializationException", "request body is not a JSON object"),
     };
     let request_parameters = record::request_parameters(&body);
+    // AWS made `PolicyName` optional (it defaults to `default`); moto still requires it.
+    if matches!(op.as_str(), "GetKeyPolicy" | "PutKeyPolicy") && !body.contains_key("PolicyName") {
+        body.insert("PolicyName".into(), json!("default"));
+    }
 
     // Which keys the call is about, resolved through moto.
     let mut keys = Vec::new();
@@ -255,7 +255,8 @@ pub async fn handle(ctx: &Ctx) -> Response<Body> {
                 Err(e) => return ctx.error(502, "KMSInternalException", &e),
             };
             if up.status.is_success() {
-                let out = up.json().unwrap_or(Value::Null);
+                let mut out = up.json().unwrap_or(Value::Null);
+                shift_dates(&mut out, ctx.shared.clock_offset());
                 let (out, elements, created) = fix_response(&op, &body, out, &keys);
                 call.response_elements = elements;
                 if let Some(meta) = created {
@@ -273,8 +274,39 @@ pub async fn handle(ctx: &Ctx) -> Response<Body> {
         .iter()
         .map(|k| ("AWS::KMS::Key".to_owned(), k.arn.clone()))
         .collect();
+    // Alias calls name the alias too, as CloudTrail does (`arn:aws:kms:<region>:<account>:alias/..`).
+    if matches!(op.as_str(), "CreateAlias" | "UpdateAlias" | "DeleteAlias")
+        && let Some(alias) = body.get("AliasName").and_then(Value::as_str)
+    {
+        let alias_arn = format!("arn:aws:kms:{region}:{account}:{alias}");
+        if op == "DeleteAlias" {
+            call.resources.insert(0, ("AWS::KMS::Key".to_owned(), alias_arn));
+        } else {
+            call.resources.push(("AWS::KMS::Key".to_owned(), alias_arn));
+        }
+    }
     ctx.record(call);
     response
+}
+
+/// Moves moto's timestamps (`CreationDate`, `DeletionDate`, ...: epoch seconds in fields named
+/// `*Date`) by the clock offset, so they agree with the AWS side's clock.
+fn shift_dates(v: &mut Value, offset: f64) {
+    if offset == 0.0 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, item) in m.iter_mut() {
+                match item.as_f64() {
+                    Some(secs) if k.ends_with("Date") && item.is_number() => *item = json!(secs + offset),
+                    _ => shift_dates(item, offset),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| shift_dates(i, offset)),
+        _ => {}
+    }
 }
 
 fn wire_ok(out: &Value, up: &server::Upstream) -> Response<Body> {

@@ -8,19 +8,35 @@
 //! - **KMS** and **IAM** calls are forwarded to a moto server the sandbox owns, after closing the
 //!   gaps between moto and AWS ([`kms`]: key states, ARNs, pending window; [`iam`]: backdated
 //!   access keys), and every call, successful or failed, becomes a CloudTrail record ([`record`]).
-//! - **SNS, SQS, STS** are forwarded to moto unchanged (subject to injected faults).
-//! - **Test controls** live under `/_sandbox/` on the same listener ([`control`]).
+//! - **SNS** `Publish` is held to AWS's rules before moto sees it ([`sns`]); **STS**
+//!   `AssumeRole` checks the role and its trust policy ([`sts`]); **Organizations** pages as AWS
+//!   does ([`organizations`]); **S3** and **DynamoDB** make conditional writes atomic ([`s3`],
+//!   [`dynamodb`]); **SQS** delivers S3 notifications in AWS's shape ([`sqs`]); everything else
+//!   goes to moto unchanged.
+//! - Records also reach **EventBridge** rules ([`eventbridge`], [`pattern`]) and an
+//!   **organization trail** in S3 ([`orgtrail`]), as CloudTrail delivers them.
+//! - **Test controls** live under `/_sandbox/` on the same listener ([`control`]), including
+//!   faults (errors, latency, hung requests) and a clock offset.
 //!
 //! Rust tests start it in-process with [`Sandbox::start`] on an ephemeral port.
 
 pub mod cloudtrail;
 pub mod control;
+pub mod dynamodb;
+pub mod eventbridge;
 pub mod iam;
 pub mod kms;
 mod moto;
+pub mod organizations;
+pub mod orgtrail;
+pub mod pattern;
 pub mod record;
+pub mod s3;
 mod server;
+pub mod sns;
+pub mod sqs;
 pub mod state;
+pub mod sts;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -28,6 +44,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use moto::MotoSource;
+pub use organizations::{AccountsRequest, Organization};
+pub use orgtrail::OrgTrailConfig;
 pub use state::{Fault, IdentitySpec, Settings};
 
 /// The account moto uses by default, and so the sandbox's default account.
@@ -66,6 +84,7 @@ pub struct Sandbox {
     addr: SocketAddr,
     shared: Arc<state::Shared>,
     server: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
     _moto: moto::Moto,
 }
 
@@ -77,10 +96,15 @@ impl Sandbox {
         let addr = listener.local_addr()?;
         let shared = Arc::new(state::Shared::new(moto.url().to_owned(), options.default_account));
         let server = tokio::spawn(server::serve(listener, shared.clone()));
+        let workers = vec![
+            tokio::spawn(eventbridge::run(shared.clone())),
+            tokio::spawn(orgtrail::run(shared.clone())),
+        ];
         Ok(Self {
             addr,
             shared,
             server,
+            workers,
             _moto: moto,
         })
     }
@@ -105,6 +129,36 @@ impl Sandbox {
         &self.shared
     }
 
+    /// Creates the organization (if needed) and `count` member accounts, each with a role named
+    /// `trailguard` trusting the management account (the default account), requiring
+    /// `external_id` when given. Returns the accounts made.
+    pub async fn create_accounts(
+        &self,
+        count: usize,
+        external_id: Option<&str>,
+    ) -> anyhow::Result<Organization> {
+        let req = AccountsRequest {
+            count,
+            role_name: "trailguard".into(),
+            external_id: external_id.map(str::to_owned),
+            management_account: None,
+        };
+        organizations::create_accounts(&self.shared, &req)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Configures the organization trail (replacing any other); records from now on are
+    /// delivered to S3 every `interval_seconds`.
+    pub fn set_org_trail(&self, config: OrgTrailConfig) {
+        self.shared.set_org_trail(Some(config));
+    }
+
+    /// Delivers what the organization trail holds now; returns the keys written.
+    pub async fn flush_org_trail(&self) -> anyhow::Result<Vec<String>> {
+        orgtrail::flush(&self.shared).await.map_err(anyhow::Error::msg)
+    }
+
     /// Waits until the server task ends (it runs until the sandbox is dropped).
     pub async fn wait(mut self) {
         let _ = (&mut self.server).await;
@@ -114,5 +168,8 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.server.abort();
+        for w in &self.workers {
+            w.abort();
+        }
     }
 }

@@ -1,11 +1,20 @@
-//! The moto server the sandbox forwards KMS, IAM, SNS, SQS and STS to.
+//! The moto server the sandbox forwards to, and the sandbox's own calls to it (reading state
+//! before deciding what AWS would do, delivering events): never counted, never recorded.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::Request;
+use http::request::Parts;
+use serde_json::Value;
 use tokio::process::{Child, Command};
+
+use crate::server::{Upstream, forward};
+use crate::state::Shared;
+use crate::wire;
 
 /// Where the sandbox's moto comes from.
 #[derive(Debug, Clone)]
@@ -100,4 +109,138 @@ async fn wait_ready(url: &str, limit: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends a JSON-protocol call to moto directly, outside any test's view (not counted, not
+/// recorded): used to read key state before deciding what AWS would do.
+pub async fn json(shared: &Shared, template: &Parts, target: &str, body: &Value) -> Result<Upstream, String> {
+    let mut parts = template.clone();
+    parts.method = http::Method::POST;
+    parts.uri = "/".parse().expect("static uri");
+    parts
+        .headers
+        .insert("x-amz-target", target.parse().map_err(|_| "bad target")?);
+    parts.headers.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().expect("static"),
+    );
+    forward(&shared.moto_url, &parts, Bytes::from(body.to_string())).await
+}
+
+/// Sends a query-protocol call to moto directly (IAM), outside any test's view.
+pub async fn query(shared: &Shared, template: &Parts, params: &[(&str, &str)]) -> Result<Upstream, String> {
+    let mut parts = template.clone();
+    parts.method = http::Method::POST;
+    parts.uri = "/".parse().expect("static uri");
+    parts.headers.remove("x-amz-target");
+    parts.headers.insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().expect("static"),
+    );
+    let body = params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                wire::percent_encode(k, false),
+                wire::percent_encode(v, false)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    forward(&shared.moto_url, &parts, Bytes::from(body)).await
+}
+
+/// Who the sandbox acts as when it calls moto itself: an account, a region and the service the
+/// request is signed for.
+#[derive(Debug, Clone, Copy)]
+pub struct As<'a> {
+    pub account: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+/// A request of the sandbox's own to moto (not counted, not recorded). `path` includes any
+/// query.
+pub async fn call(
+    shared: &Shared,
+    who: As<'_>,
+    method: http::Method,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Upstream, String> {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = path.parse().map_err(|e| format!("bad path {path}: {e}"))?;
+    parts.headers = wire::internal_headers(who.account, who.region, who.service);
+    for (k, v) in extra_headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let value = http::HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        parts.headers.insert(name, value);
+    }
+    forward(&shared.moto_url, &parts, body).await
+}
+
+/// A JSON-protocol call of the sandbox's own to moto (`X-Amz-Target: target`).
+pub async fn json_as(
+    shared: &Shared,
+    account: &str,
+    region: &str,
+    service: &str,
+    target: &str,
+    body: &Value,
+) -> Result<Upstream, String> {
+    let content_type = if service == "sqs" || service == "dynamodb" {
+        "application/x-amz-json-1.0"
+    } else {
+        "application/x-amz-json-1.1"
+    };
+    call(
+        shared,
+        As {
+            account,
+            region,
+            service,
+        },
+        http::Method::POST,
+        "/",
+        &[("x-amz-target", target), ("content-type", content_type)],
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+/// A query-protocol call of the sandbox's own to moto.
+pub async fn query_as(
+    shared: &Shared,
+    account: &str,
+    region: &str,
+    service: &str,
+    params: &[(&str, &str)],
+) -> Result<Upstream, String> {
+    let body = params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                wire::percent_encode(k, false),
+                wire::percent_encode(v, false)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    call(
+        shared,
+        As {
+            account,
+            region,
+            service,
+        },
+        http::Method::POST,
+        "/",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Bytes::from(body),
+    )
+    .await
 }

@@ -139,7 +139,22 @@ pub fn request_parameters(params: &Map<String, Value>) -> Value {
         if BLOB_PARAMETERS.contains(&k.as_str()) {
             continue;
         }
-        out.insert(lower_camel(k), v.clone());
+        let v = match (k.as_str(), v) {
+            // Tags are logged as `[{"tagKey": .., "tagValue": ..}]`; other nested values (an
+            // encryption context) keep the caller's keys.
+            ("Tags", Value::Array(tags)) => Value::Array(
+                tags.iter()
+                    .map(|t| match t {
+                        Value::Object(m) => {
+                            Value::Object(m.iter().map(|(tk, tv)| (lower_camel(tk), tv.clone())).collect())
+                        }
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => v.clone(),
+        };
+        out.insert(lower_camel(k), v);
     }
     if out.is_empty() {
         Value::Null

@@ -1,7 +1,6 @@
 //! The listener: routes each request to the control API, the CloudTrail emulator, the KMS and
 //! IAM layers over moto, or straight to moto.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 
 use crate::record::{self, Call, Caller};
-use crate::state::Shared;
+use crate::state::{FaultAction, Shared};
 use crate::wire::{self, Body, Scope, Service};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
@@ -93,12 +92,22 @@ impl Ctx {
         let rec = record::build(call, identity, &caller);
         let delay = chrono::Duration::milliseconds((st.settings.visibility_delay_seconds * 1000.0) as i64);
         let now = self.shared.now();
-        st.events.insert(&rec, &self.shared.default_account, now, delay);
+        let stored = st.events.insert(&rec, &self.shared.default_account, now, delay);
+        drop(st);
+        self.shared.offer(&[stored]);
     }
 
     /// Sends the request on to moto as it came.
     pub async fn forward(&self) -> Result<Upstream, String> {
         forward(&self.shared.moto_url, &self.parts, self.body.clone()).await
+    }
+
+    /// Sends the request on to moto and answers with moto's answer.
+    pub async fn pass(&self) -> Response<Body> {
+        match self.forward().await {
+            Ok(up) => up.into_response(),
+            Err(e) => self.error(502, "InternalFailure", &e),
+        }
     }
 }
 
@@ -170,61 +179,6 @@ pub(crate) async fn get_text(url: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Sends a JSON-protocol call to moto directly, outside any test's view (not counted, not
-/// recorded): used to read key state before deciding what AWS would do.
-pub async fn moto_json(
-    shared: &Shared,
-    template: &Parts,
-    target: &str,
-    body: &Value,
-) -> Result<Upstream, String> {
-    let mut parts = template.clone();
-    parts.method = http::Method::POST;
-    parts.uri = "/".parse().expect("static uri");
-    parts
-        .headers
-        .insert("x-amz-target", target.parse().map_err(|_| "bad target")?);
-    parts.headers.insert(
-        "content-type",
-        "application/x-amz-json-1.1".parse().expect("static"),
-    );
-    forward(&shared.moto_url, &parts, Bytes::from(body.to_string())).await
-}
-
-/// Sends a query-protocol call to moto directly (IAM), outside any test's view.
-pub async fn moto_query(
-    shared: &Shared,
-    template: &Parts,
-    params: &[(&str, &str)],
-) -> Result<Upstream, String> {
-    let mut parts = template.clone();
-    parts.method = http::Method::POST;
-    parts.uri = "/".parse().expect("static uri");
-    parts.headers.remove("x-amz-target");
-    parts.headers.insert(
-        "content-type",
-        "application/x-www-form-urlencoded".parse().expect("static"),
-    );
-    let body = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    forward(&shared.moto_url, &parts, Bytes::from(body)).await
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn operation(service: Service, parts: &Parts, body: &[u8]) -> String {
     if let Some(op) = wire::json_operation(&parts.headers) {
         return op;
@@ -245,12 +199,50 @@ fn operation(service: Service, parts: &Parts, body: &[u8]) -> String {
         })
 }
 
+/// The connection is dropped without an answer (a hung request whose fault was cleared).
+#[derive(Debug)]
+pub struct HangUp;
+
+impl std::fmt::Display for HangUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request held by a hang fault, closed without an answer")
+    }
+}
+
+impl std::error::Error for HangUp {}
+
 async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let (parts, body) = req.into_parts();
+) -> Result<Response<Body>, HangUp> {
+    let mut resp = route(shared.clone(), peer, req).await?;
+    // Every answer carries the AWS side's clock, moto's included.
+    if let Ok(v) = http::HeaderValue::from_str(&wire::http_date(shared.now())) {
+        resp.headers_mut().insert(http::header::DATE, v);
+    }
+    Ok(resp)
+}
+
+/// Holds a request while a hang fault covers it.
+async fn hang(shared: &Shared, service: Service, operation: &str) {
+    loop {
+        let notified = shared.faults_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !shared.still_hangs(service, operation) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HangUp> {
+    let (mut parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -265,19 +257,33 @@ async fn handle(
     }
     let scope = wire::scope(&parts.headers);
     let service = wire::service(&parts.headers, &scope);
-    let operation = operation(service, &parts, &body);
+    if service == Service::S3 {
+        crate::s3::to_path_style(&mut parts);
+    }
+    let operation = if service == Service::S3 {
+        crate::s3::operation(&parts)
+    } else {
+        operation(service, &parts, &body)
+    };
     if service != Service::Other {
         shared.count(service, &operation);
         if !scope.access_key_id.is_empty() {
             crate::iam::mark_used(&shared, &scope.access_key_id, service.name(), &scope.region);
         }
-        let (latency, fail) = shared.fault_for(service, &operation);
+        let (latency, action) = shared.fault_for(service, &operation);
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        if let Some((status, code)) = fail {
-            let msg = format!("Injected fault in {} {operation}", service.name());
-            return Ok(wire::error(service, &parts.headers, status, &code, &msg));
+        match action {
+            FaultAction::Pass => {}
+            FaultAction::Fail(status, code) => {
+                let msg = format!("Injected fault in {} {operation}", service.name());
+                return Ok(wire::error(service, &parts.headers, status, &code, &msg));
+            }
+            FaultAction::Hang => {
+                hang(&shared, service, &operation).await;
+                return Err(HangUp);
+            }
         }
     }
     let ctx = Ctx {
@@ -293,10 +299,14 @@ async fn handle(
         Service::CloudTrail => cloudtrail(&ctx),
         Service::Kms => crate::kms::handle(&ctx).await,
         Service::Iam => crate::iam::handle(&ctx).await,
-        _ => match ctx.forward().await {
-            Ok(up) => up.into_response(),
-            Err(e) => ctx.error(502, "InternalFailure", &e),
-        },
+        Service::Sns => crate::sns::handle(&ctx).await,
+        Service::Sts => crate::sts::handle(&ctx).await,
+        Service::S3 => crate::s3::handle(&ctx).await,
+        Service::Sqs => crate::sqs::handle(&ctx).await,
+        Service::Organizations => crate::organizations::handle(&ctx).await,
+        Service::Events => crate::eventbridge::handle_api(&ctx).await,
+        Service::DynamoDb => crate::dynamodb::handle(&ctx).await,
+        Service::Other => ctx.pass().await,
     };
     Ok(resp)
 }

@@ -2,7 +2,8 @@
 //! across an await.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,14 @@ pub struct Settings {
     pub throttle_probability: f64,
     /// `sourceIPAddress` written into records (default: the caller's address).
     pub source_ip: Option<String>,
+    /// Shifts the sandbox's "now" (the AWS side: `eventTime`, event history windows, retention,
+    /// throttling, credential reports, org-trail files, and the `Date` header of every
+    /// response). -1800 stands for a host clock 30 minutes fast.
+    pub clock_offset_seconds: f64,
+    /// How long CloudTrail takes to hand a record to EventBridge, in milliseconds.
+    pub eventbridge_delay_ms: u64,
+    /// Probability that CloudTrail drops a record on its way to EventBridge (best effort).
+    pub eventbridge_loss_probability: f64,
 }
 
 impl Default for Settings {
@@ -31,6 +40,9 @@ impl Default for Settings {
             lookup_events_rate: 2.0,
             throttle_probability: 0.0,
             source_ip: None,
+            clock_offset_seconds: 0.0,
+            eventbridge_delay_ms: 200,
+            eventbridge_loss_probability: 0.0,
         }
     }
 }
@@ -51,6 +63,14 @@ pub struct Fault {
     pub code: Option<String>,
     /// Added latency for every matching request, failed or not.
     pub latency_ms: u64,
+    /// Instead of an error, accept the request and never answer, until the fault is cleared
+    /// (then the connection is closed without an answer). On its own it hangs every matching
+    /// request; with `fail_next` or `error_rate` only the requests those select.
+    pub hang: bool,
+    /// Whether `hang` applies only to the requests `fail_next`/`error_rate` select (fixed when
+    /// the fault is set, so an exhausted `fail_next` stops hanging).
+    #[serde(skip)]
+    pub(crate) selective: bool,
 }
 
 impl Default for Fault {
@@ -62,6 +82,8 @@ impl Default for Fault {
             status: 500,
             code: None,
             latency_ms: 0,
+            hang: false,
+            selective: false,
         }
     }
 }
@@ -133,29 +155,75 @@ pub struct State {
     pub lookup_buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
     /// When the current credential report was generated (moto hard-codes 2015).
     pub report_generated: Option<DateTime<Utc>>,
+    /// EventBridge rules read from moto, per (account, region, bus); cleared by any `events`
+    /// call.
+    pub eventbridge: crate::eventbridge::RuleCache,
+    /// The organization trail writing to S3, if one is configured.
+    pub org_trail: Option<crate::orgtrail::OrgTrail>,
+}
+
+/// What a request does about an injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Serve it.
+    Pass,
+    /// Answer with this status and error code.
+    Fail(u16, String),
+    /// Never answer.
+    Hang,
 }
 
 pub struct Shared {
     pub moto_url: String,
     pub default_account: String,
     pub state: Mutex<State>,
+    /// `clock_offset_seconds` in milliseconds, readable without the state lock.
+    clock_offset_ms: AtomicI64,
+    /// Woken whenever faults change, so hung requests can let go.
+    pub(crate) faults_changed: tokio::sync::Notify,
+    /// Records on their way to EventBridge.
+    pub(crate) eventbridge_tx: tokio::sync::mpsc::UnboundedSender<crate::eventbridge::Offer>,
+    pub(crate) eventbridge_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::eventbridge::Offer>>>,
+    /// Woken when the org trail is configured or changed.
+    pub(crate) org_trail_changed: tokio::sync::Notify,
+    /// Serializes writes to one S3 object or DynamoDB item so moto's check-then-write is atomic.
+    pub(crate) write_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Shared {
     pub fn new(moto_url: String, default_account: String) -> Self {
+        let (eventbridge_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             moto_url,
             default_account,
             state: Mutex::new(State::default()),
+            clock_offset_ms: AtomicI64::new(0),
+            faults_changed: tokio::sync::Notify::new(),
+            eventbridge_tx,
+            eventbridge_rx: Mutex::new(Some(rx)),
+            org_trail_changed: tokio::sync::Notify::new(),
+            write_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock that serializes writes to one object (an S3 key, a DynamoDB item).
+    pub(crate) fn write_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.write_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(name.to_owned()).or_default().clone()
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The AWS side's "now": the host clock plus `clock_offset_seconds`.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// The clock offset in seconds (`clock_offset_seconds`).
+    pub fn clock_offset(&self) -> f64 {
+        self.clock_offset_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     pub fn count(&self, service: Service, operation: &str) {
@@ -172,6 +240,10 @@ impl Shared {
     }
 
     pub fn set_settings(&self, settings: Settings) {
+        self.clock_offset_ms.store(
+            (settings.clock_offset_seconds * 1000.0).round() as i64,
+            Ordering::Relaxed,
+        );
         self.lock().settings = settings;
     }
 
@@ -179,29 +251,50 @@ impl Shared {
         self.lock().identities.insert(access_key_id.to_owned(), spec);
     }
 
-    pub fn set_fault(&self, service: Service, fault: Fault) {
+    pub fn set_fault(&self, service: Service, mut fault: Fault) {
+        fault.selective = fault.fail_next > 0 || fault.error_rate > 0.0;
         self.lock().faults.insert(service, fault);
+        self.faults_changed.notify_waiters();
     }
 
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+        self.faults_changed.notify_waiters();
     }
 
-    /// Decides whether this request gets an injected fault: (latency, error to return).
-    pub fn fault_for(&self, service: Service, operation: &str) -> (u64, Option<(u16, String)>) {
+    pub fn clear_fault(&self, service: Service) {
+        self.lock().faults.remove(&service);
+        self.faults_changed.notify_waiters();
+    }
+
+    /// Whether a hang fault still holds requests to this operation.
+    // NOTE: a request selected by `fail_next` keeps hanging while the fault stays set, even once
+    // `fail_next` is spent: it was never answered and never will be.
+    pub(crate) fn still_hangs(&self, service: Service, operation: &str) -> bool {
+        self.lock().faults.get(&service).is_some_and(|f| {
+            f.hang && (f.operations.is_empty() || f.operations.iter().any(|o| o == operation))
+        })
+    }
+
+    /// Decides whether this request gets an injected fault: (latency, what to do).
+    pub fn fault_for(&self, service: Service, operation: &str) -> (u64, FaultAction) {
         let mut st = self.lock();
         let Some(f) = st.faults.get_mut(&service) else {
-            return (0, None);
+            return (0, FaultAction::Pass);
         };
         if !f.operations.is_empty() && !f.operations.iter().any(|o| o == operation) {
-            return (0, None);
+            return (0, FaultAction::Pass);
         }
+        let selective = f.selective;
         let fail = if f.fail_next > 0 {
             f.fail_next -= 1;
             true
         } else {
             f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate
         };
+        if f.hang && (fail || !selective) {
+            return (f.latency_ms, FaultAction::Hang);
+        }
         let code = f.code.clone().unwrap_or_else(|| {
             if f.status >= 500 {
                 match service {
@@ -212,11 +305,19 @@ impl Shared {
                 "Throttling".into()
             }
         });
-        (f.latency_ms, fail.then_some((f.status, code)))
+        let action = if fail {
+            FaultAction::Fail(f.status, code)
+        } else {
+            FaultAction::Pass
+        };
+        (f.latency_ms, action)
     }
 
     /// Clears everything, as a fresh sandbox (moto is reset separately).
     pub fn reset(&self) {
         *self.lock() = State::default();
+        self.clock_offset_ms.store(0, Ordering::Relaxed);
+        self.faults_changed.notify_waiters();
+        self.org_trail_changed.notify_waiters();
     }
 }

@@ -15,6 +15,10 @@ pub enum Service {
     Sns,
     Sqs,
     Sts,
+    S3,
+    Events,
+    Organizations,
+    DynamoDb,
     Other,
 }
 
@@ -27,6 +31,10 @@ impl Service {
             Service::Sns => "sns",
             Service::Sqs => "sqs",
             Service::Sts => "sts",
+            Service::S3 => "s3",
+            Service::Events => "events",
+            Service::Organizations => "organizations",
+            Service::DynamoDb => "dynamodb",
             Service::Other => "other",
         }
     }
@@ -39,6 +47,10 @@ impl Service {
             "sns" => Service::Sns,
             "sqs" => Service::Sqs,
             "sts" => Service::Sts,
+            "s3" => Service::S3,
+            "events" => Service::Events,
+            "organizations" => Service::Organizations,
+            "dynamodb" => Service::DynamoDb,
             _ => return None,
         })
     }
@@ -46,7 +58,11 @@ impl Service {
     /// JSON-protocol services answer errors as JSON; query-protocol ones as XML.
     fn json_errors(self, headers: &HeaderMap) -> bool {
         match self {
-            Service::CloudTrail | Service::Kms => true,
+            Service::CloudTrail
+            | Service::Kms
+            | Service::Events
+            | Service::Organizations
+            | Service::DynamoDb => true,
             Service::Sqs => headers.contains_key("x-amz-target"),
             _ => false,
         }
@@ -91,6 +107,15 @@ pub fn service(headers: &HeaderMap, scope: &Scope) -> Service {
         if target.starts_with("AmazonSQS.") {
             return Service::Sqs;
         }
+        if target.starts_with("AWSEvents.") {
+            return Service::Events;
+        }
+        if target.starts_with("AWSOrganizationsV20161128.") {
+            return Service::Organizations;
+        }
+        if target.starts_with("DynamoDB_20120810.") {
+            return Service::DynamoDb;
+        }
     }
     Service::from_name(&scope.service).unwrap_or(Service::Other)
 }
@@ -122,7 +147,8 @@ pub fn form_get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> 
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (form encoding).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -164,7 +190,14 @@ pub fn error(
         .status(status)
         .header("x-amzn-requestid", &rid)
         .header("x-amzn-errortype", code);
-    let body = if service.json_errors(headers) {
+    let body = if service == Service::S3 {
+        builder = builder.header("content-type", "application/xml");
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{rid}</RequestId></Error>",
+            xml_escape(code),
+            xml_escape(message)
+        )
+    } else if service.json_errors(headers) {
         builder = builder.header("content-type", "application/x-amz-json-1.1");
         serde_json::json!({ "__type": code, "message": message }).to_string()
     } else {
@@ -227,4 +260,38 @@ pub fn forward_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate) for the `Date` header.
+pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// A JSON-protocol request signed for `service` in `region` as `account`, for the sandbox's own
+/// calls to moto (moto takes the account from `x-moto-account-id`).
+pub fn internal_headers(account: &str, region: &str, service: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIASANDBOXINTERNAL/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    if let Ok(v) = HeaderValue::from_str(&auth) {
+        h.insert("authorization", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(account) {
+        h.insert("x-moto-account-id", v);
+    }
+    h
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), and `/` when `keep_slash`.
+pub fn percent_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

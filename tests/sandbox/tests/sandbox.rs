@@ -582,7 +582,7 @@ async fn visibility_delay_and_retention() {
         &sb,
         "POST",
         "/_sandbox/settings",
-        json!({"lookup_events_rate": 0, "visibility_delay_seconds": 1.5}),
+        json!({"lookup_events_rate": 0, "visibility_delay_seconds": 60}),
     )
     .await;
     let conf = sdk(&sb, "AKIAADMIN", "us-east-1").await;
@@ -590,8 +590,22 @@ async fn visibility_delay_and_retention() {
     let ct = aws_sdk_cloudtrail::Client::new(&conf);
     kms.create_key().send().await.unwrap();
     assert!(kms_events(&ct).await.is_empty(), "not visible before the delay");
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // A minute later on the AWS side's clock (no sleeping, however slow moto was).
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"lookup_events_rate": 0, "visibility_delay_seconds": 60, "clock_offset_seconds": 61}),
+    )
+    .await;
     assert_eq!(kms_events(&ct).await.len(), 1, "visible after the delay");
+    control(
+        &sb,
+        "POST",
+        "/_sandbox/settings",
+        json!({"lookup_events_rate": 0}),
+    )
+    .await;
 
     // Delays over 15 minutes: a record 16 minutes old delivered 20 minutes late is still hidden;
     // one 20 minutes old with a 15-minute delay is already out.
