@@ -136,7 +136,7 @@ impl Policy {
 }
 
 /// What KMS says about a key, for the policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFacts {
     pub aliases: Vec<String>,
     pub tags: Vec<(String, String)>,

@@ -287,6 +287,30 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
         }
         Ok(facts)
     }
+
+    async fn region_facts(
+        &self,
+        region: &str,
+        account: &str,
+        tags: bool,
+    ) -> Result<Vec<(String, KeyFacts)>, AwsError> {
+        let mut by_key: std::collections::BTreeMap<String, KeyFacts> = std::collections::BTreeMap::new();
+        for (alias, target) in self.api.region_aliases(region).await? {
+            if let Some(id) = target {
+                by_key.entry(id).or_default().aliases.push(alias);
+            }
+        }
+        if tags {
+            for id in self.api.region_keys(region).await? {
+                let key = KeyArn::from_id(region, account, &id);
+                by_key.entry(id).or_default().tags = self.api.list_resource_tags(&key).await?;
+            }
+        }
+        Ok(by_key
+            .into_iter()
+            .map(|(id, f)| (KeyArn::from_id(region, account, &id).arn, f))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +372,12 @@ mod tests {
         }
         async fn list_resource_tags(&self, _: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
             Ok(vec![])
+        }
+        async fn region_aliases(&self, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+            Ok(vec![("alias/a".into(), Some("k-1".into()))])
+        }
+        async fn region_keys(&self, _: &str) -> Result<Vec<String>, AwsError> {
+            Ok(vec!["k-1".into()])
         }
     }
 

@@ -71,6 +71,13 @@ pub trait KeyApi: Send + Sync + 'static {
         &self,
         key: &KeyArn,
     ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+    /// Every alias in a region, with the id of the key it points to (if any).
+    fn region_aliases(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Option<String>)>, AwsError>> + Send;
+    /// Every key id in a region.
+    fn region_keys(&self, region: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 /// What the worker asks of remediation.
@@ -90,4 +97,13 @@ pub trait Remediator: Send + Sync + 'static {
         aliases: bool,
         tags: bool,
     ) -> impl Future<Output = Result<KeyFacts, AwsError>> + Send;
+
+    /// Every key of `account` in `region` with its aliases (and tags, when asked): the periodic
+    /// snapshot behind protection as of the event.
+    fn region_facts(
+        &self,
+        region: &str,
+        account: &str,
+        tags: bool,
+    ) -> impl Future<Output = Result<Vec<(String, KeyFacts)>, AwsError>> + Send;
 }

@@ -25,6 +25,33 @@ where
     call(&RetryPolicy::ACTION, Service::Kms, op, send).await
 }
 
+/// Every alias (of one key, or of the region), with the key id it points to.
+async fn aliases(
+    c: &aws_sdk_kms::Client,
+    key: Option<&str>,
+) -> Result<Vec<(String, Option<String>)>, AwsError> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = kms("ListAliases", || {
+            c.list_aliases()
+                .set_key_id(key.map(str::to_owned))
+                .set_marker(marker.clone())
+                .send()
+        })
+        .await?;
+        out.extend(
+            page.aliases()
+                .iter()
+                .filter_map(|a| Some((a.alias_name()?.to_owned(), a.target_key_id().map(str::to_owned)))),
+        );
+        match page.next_marker.filter(|_| page.truncated) {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
+        }
+    }
+}
+
 impl KeyApi for Kms {
     async fn describe_key(&self, key: &KeyArn) -> Result<KeyDescription, AwsError> {
         let c = self.aws.kms(&key.region);
@@ -60,22 +87,24 @@ impl KeyApi for Kms {
     }
 
     async fn list_aliases(&self, key: &KeyArn) -> Result<Vec<String>, AwsError> {
-        let c = self.aws.kms(&key.region);
+        Ok(aliases(&self.aws.kms(&key.region), Some(&key.arn))
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    async fn region_aliases(&self, region: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+        aliases(&self.aws.kms(region), None).await
+    }
+
+    async fn region_keys(&self, region: &str) -> Result<Vec<String>, AwsError> {
+        let c = self.aws.kms(region);
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = kms("ListAliases", || {
-                c.list_aliases()
-                    .key_id(&key.arn)
-                    .set_marker(marker.clone())
-                    .send()
-            })
-            .await?;
-            out.extend(
-                page.aliases()
-                    .iter()
-                    .filter_map(|a| a.alias_name().map(str::to_owned)),
-            );
+            let page = kms("ListKeys", || c.list_keys().set_marker(marker.clone()).send()).await?;
+            out.extend(page.keys().iter().filter_map(|k| k.key_id().map(str::to_owned)));
             match page.next_marker.filter(|_| page.truncated) {
                 Some(m) => marker = Some(m),
                 None => return Ok(out),

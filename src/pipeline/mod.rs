@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 pub use poller::{Batch, Poller, evaluate};
 pub use sender::Sender;
 pub use sweep::SweepLoop;
-pub use worker::Worker;
+pub use worker::{Own, Worker};
 
 use crate::actions::kms::KmsRemediator;
 use crate::arn;
@@ -222,7 +222,10 @@ impl Daemon {
             refresh: cfg.kms.refresh_interval,
             outbox: wake,
             windows: windows.into_iter().collect::<HashMap<_, _>>(),
-            facts: HashMap::new(),
+            regions: cfg.regions.clone(),
+            account: identity.account.clone(),
+            own: Own::new(&identity),
+            known: HashMap::new(),
         };
         tracker.spawn(worker.run(resumed, rx, shutdown.clone()));
         tracker.close();

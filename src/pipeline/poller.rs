@@ -44,6 +44,8 @@ pub struct Batch {
     pub new_ids: Vec<(String, DateTime<Utc>)>,
     pub duplicates: u64,
     pub malformed: u64,
+    /// Alias and tag changes, for the protection history.
+    pub changes: Vec<crate::protection::Change>,
 }
 
 /// Evaluates records (newest first, as pages come) in the order they happened. Records already
@@ -77,6 +79,7 @@ pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], 
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now);
         b.new_ids.push((id.to_owned(), time));
+        b.changes.extend(crate::protection::changes(&record));
         for finding in rules.findings(text).unwrap_or_default() {
             telemetry::finding(&finding.rule_id);
             info!(
@@ -172,10 +175,14 @@ impl<L: LookupApi> Poller<L> {
     fn record(&mut self, slice: &Slice, records: &[String], next: Cursor, now: DateTime<Utc>) -> bool {
         let batch = evaluate(&self.name, &self.rules, &self.seen, records, now);
         let pruned = self.seen.older_than(next.seen_horizon(now, &self.schedule));
-        if let Err(e) = self
-            .store
-            .record_slice(&self.name, &next, &batch.new_ids, &pruned, &batch.jobs)
-        {
+        if let Err(e) = self.store.record_slice(
+            &self.name,
+            &next,
+            &batch.new_ids,
+            &pruned,
+            &batch.jobs,
+            &batch.changes,
+        ) {
             error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
             telemetry::poll(&self.name, PollOutcome::Failed);
             return false;

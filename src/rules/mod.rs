@@ -11,6 +11,7 @@
 //! | `kms_pending_deletion_use` | `eventSource` starts with `kms` and `errorMessage` ends with ` is pending deletion.` (AWS's own metric filter), whatever the error code; also ` is pending replica deletion.` |
 //! | `kms_key_disabled` | a successful `DisableKey` |
 //! | `kms_key_deletion_scheduled` | a successful `ScheduleKeyDeletion` (also multi-Region primaries going to `PendingReplicaDeletion`) |
+//! | `kms_protection_removed` | a successful `DeleteAlias`, `UpdateAlias` or `UntagResource`; the daemon reports it only when the alias or tag protected the key |
 //! | `iam_access_key_reactivated` | a successful `UpdateAccessKey` to `Active` |
 //! | `iam_root_access_key_created` | a successful `CreateAccessKey` by the root user for itself |
 //!
@@ -85,6 +86,7 @@ impl Action {
 pub const PENDING_DELETION_USE: &str = "kms_pending_deletion_use";
 pub const KEY_DISABLED: &str = "kms_key_disabled";
 pub const KEY_DELETION_SCHEDULED: &str = "kms_key_deletion_scheduled";
+pub const PROTECTION_REMOVED: &str = "kms_protection_removed";
 pub const ACCESS_KEY_REACTIVATED: &str = "iam_access_key_reactivated";
 pub const ROOT_ACCESS_KEY_CREATED: &str = "iam_root_access_key_created";
 

@@ -30,6 +30,7 @@
 //! that does not decode is moved to a quarantine table, reported, and the rest goes on.
 
 pub mod config;
+mod protection;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,12 @@ pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("ou
 pub(crate) const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 /// Access keys trailguard deactivated: key id → unix time.
 pub(crate) const DEACTIVATED: TableDefinition<&str, i64> = TableDefinition::new("iam_deactivated");
+/// Alias and tag changes from event history: `key ARN \0 time (ms, 20 digits) \0 event id \0 n`.
+pub(crate) const PROTECTION_CHANGES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("protection_changes");
+/// A key's aliases and tags as KMS reported them: `key ARN \0 time (ms, 20 digits)`.
+pub(crate) const PROTECTION_SNAPSHOTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("protection_snapshots");
 /// Rows that did not decode: `table \0 key` → the bytes as found.
 pub(crate) const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
 
@@ -148,7 +155,15 @@ impl Store {
                 });
             }
             db!(meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes()))?;
-            for t in [CURSORS, JOBS, OUTBOX, WINDOWS, QUARANTINE] {
+            for t in [
+                CURSORS,
+                JOBS,
+                OUTBOX,
+                WINDOWS,
+                QUARANTINE,
+                PROTECTION_CHANGES,
+                PROTECTION_SNAPSHOTS,
+            ] {
                 db!(tx.open_table(t))?;
             }
             db!(tx.open_table(SEEN))?;

@@ -32,7 +32,12 @@ fn seen_key(poller: &str, id: &str) -> String {
     format!("{poller}\u{0}{id}")
 }
 
-fn put<T: Serialize>(tx: &WriteTransaction, table: JsonTable, key: &str, v: &T) -> Result<(), StateError> {
+pub(super) fn put<T: Serialize>(
+    tx: &WriteTransaction,
+    table: JsonTable,
+    key: &str,
+    v: &T,
+) -> Result<(), StateError> {
     let mut t = db!(tx.open_table(table))?;
     db!(t.insert(key, encode(v)?.as_slice()))?;
     Ok(())
@@ -45,7 +50,10 @@ fn remove(tx: &WriteTransaction, table: JsonTable, key: &str) -> Result<(), Stat
 }
 
 impl Store {
-    fn write(&self, f: impl FnOnce(&WriteTransaction) -> Result<(), StateError>) -> Result<(), StateError> {
+    pub(super) fn write(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         let tx = db!(self.db.begin_write())?;
         f(&tx)?;
         db!(tx.commit())
@@ -136,8 +144,10 @@ impl Store {
         new_ids: &[(String, DateTime<Utc>)],
         pruned: &[String],
         jobs: &[Job],
+        changes: &[crate::protection::Change],
     ) -> Result<(), StateError> {
         self.write(|tx| {
+            super::protection::put_changes(tx, changes)?;
             {
                 let mut s = db!(tx.open_table(SEEN))?;
                 for (id, t) in new_ids {
@@ -165,6 +175,11 @@ impl Store {
         let mut jobs: Vec<Job> = rows.into_iter().map(|(_, j)| j).collect();
         jobs.sort_by_key(|j| j.created);
         Ok((jobs, bad))
+    }
+
+    /// A job that ends with nothing to do or say.
+    pub fn drop_job(&self, job_id: &str) -> Result<(), StateError> {
+        self.write(|tx| remove(tx, JOBS, job_id))
     }
 
     /// Step 3, aggregated: the job is counted in its window and removed.
@@ -307,15 +322,29 @@ mod tests {
         let store = Store::open(dir.path(), false).unwrap();
         let now = DateTime::UNIX_EPOCH;
         store
-            .record_slice("eu-west-1", &Cursor::default(), &[("a".into(), now)], &[], &[])
+            .record_slice(
+                "eu-west-1",
+                &Cursor::default(),
+                &[("a".into(), now)],
+                &[],
+                &[],
+                &[],
+            )
             .unwrap();
         store
-            .record_slice("us-east-1", &Cursor::default(), &[("b".into(), now)], &[], &[])
+            .record_slice(
+                "us-east-1",
+                &Cursor::default(),
+                &[("b".into(), now)],
+                &[],
+                &[],
+                &[],
+            )
             .unwrap();
         assert!(store.seen("eu-west-1").unwrap().contains("a"));
         assert!(!store.seen("eu-west-1").unwrap().contains("b"));
         store
-            .record_slice("eu-west-1", &Cursor::default(), &[], &["a".into()], &[])
+            .record_slice("eu-west-1", &Cursor::default(), &[], &["a".into()], &[], &[])
             .unwrap();
         assert!(store.seen("eu-west-1").unwrap().is_empty());
     }

@@ -151,6 +151,7 @@ pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
         counter!(names::IAM_SWEEPS, "outcome" => o.as_str()).absolute(0);
     }
     counter!(names::STATE_QUARANTINED).absolute(0);
+    counter!(names::OUTSIDE_POLICY).absolute(0);
     outbox(0, Duration::ZERO);
     handle
 }
@@ -230,6 +231,10 @@ pub fn iam_sweep(outcome: SweepOutcome, keys: Option<usize>, now_unix: f64) {
 
 pub fn clock_skew(seconds: f64) {
     gauge!(names::CLOCK_SKEW).set(seconds);
+}
+
+pub fn outside_policy() {
+    counter!(names::OUTSIDE_POLICY).increment(1);
 }
 
 pub fn quarantined(n: usize) {

@@ -24,6 +24,7 @@ pub const IAM_SWEEPS: &str = "trailguard_iam_sweeps_total";
 pub const IAM_LAST_SWEEP: &str = "trailguard_iam_last_sweep_timestamp_seconds";
 pub const IAM_KEYS_SEEN: &str = "trailguard_iam_access_keys";
 pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
+pub const OUTSIDE_POLICY: &str = "trailguard_actions_outside_policy_total";
 
 /// Whether a metric is a counter or a gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,5 +136,10 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         STATE_QUARANTINED,
         Kind::Counter,
         "State entries that did not decode and were moved aside",
+    ),
+    (
+        OUTSIDE_POLICY,
+        Kind::Counter,
+        "Actions trailguard's own audit refused as outside the policy (blocked; any non-zero value is a trailguard bug)",
     ),
 ];

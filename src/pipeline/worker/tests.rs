@@ -44,6 +44,14 @@ impl Remediator for FakeRemediator {
         r
     }
 
+    async fn region_facts(&self, _: &str, _: &str, _: bool) -> Result<Vec<(String, KeyFacts)>, AwsError> {
+        Ok(self
+            .facts
+            .clone()
+            .map(|f| vec![(KEY.to_owned(), f)])
+            .unwrap_or_default())
+    }
+
     async fn key_facts(&self, _: &str, _: bool, _: bool) -> Result<KeyFacts, AwsError> {
         self.facts
             .clone()
@@ -75,7 +83,14 @@ impl Bench {
             refresh: Duration::from_secs(600),
             outbox: Arc::new(Notify::new()),
             windows: HashMap::new(),
-            facts: HashMap::new(),
+            regions: vec!["eu-west-1".into()],
+            account: "111122223333".into(),
+            own: Own {
+                arn: "arn:aws:sts::111122223333:assumed-role/trailguard/task-1".into(),
+                role: Some("arn:aws:iam::111122223333:role/trailguard".into()),
+                access_key_id: None,
+            },
+            known: HashMap::new(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
@@ -268,5 +283,162 @@ async fn a_failed_facts_lookup_changes_nothing_and_says_why() {
         policy.contains("could not read the key's aliases/tags"),
         "{policy}"
     );
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn trailguards_own_calls_trigger_no_action() {
+    let b = Bench::start(FakeRemediator::default(), Policy::default());
+    let own = serde_json::json!({
+        "errorCode": "KMSInvalidStateException", "errorMessage": format!("{KEY} is pending deletion."),
+        "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/trailguard/task-2",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/trailguard"}}},
+    });
+    b.send(record("own-enable", "EnableKey", t0(), own));
+    b.settle().await;
+    assert_eq!(b.remediations(), 0, "no second rescue");
+    assert!(b.outbox().is_empty(), "no alarm about trailguard's own call");
+    b.stop().await;
+}
+
+/// A store with `KEY`'s history: a snapshot at `snap` (with `aliases`) and changes.
+fn seed(store: &Store, snap: i64, aliases: &[&str], changes: &[(i64, crate::protection::Edit, &str)]) {
+    let facts = KeyFacts {
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        tags: vec![],
+    };
+    store
+        .put_snapshot(KEY, t0() + chrono::Duration::seconds(snap), &facts)
+        .unwrap();
+    let changes: Vec<_> = changes
+        .iter()
+        .map(|(at, edit, who)| crate::protection::Change {
+            key_arn: KEY.into(),
+            time: t0() + chrono::Duration::seconds(*at),
+            event_id: format!("c{at}"),
+            edit: edit.clone(),
+            principal: Some(format!("arn:aws:sts::111122223333:assumed-role/{who}/s")),
+            session_issuer: None,
+        })
+        .collect();
+    store
+        .record_slice("seed", &Default::default(), &[], &[], &[], &changes)
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_then_alias_deletion_is_judged_as_of_the_schedule() {
+    // KMS now says the key has no alias (the intruder deleted it after scheduling).
+    let fake = FakeRemediator {
+        facts: Some(KeyFacts::default()),
+        ..Default::default()
+    };
+    let b = Bench::start(fake, protected_policy());
+    seed(
+        &b.store,
+        -100,
+        &["alias/prod-db"],
+        &[(
+            -5,
+            crate::protection::Edit::RemoveAlias("alias/prod-db".into()),
+            "intruder",
+        )],
+    );
+    b.send(record(
+        "s-1",
+        "ScheduleKeyDeletion",
+        t0() - chrono::Duration::seconds(10),
+        serde_json::json!({}),
+    ));
+    b.settle().await;
+    assert_eq!(*b.calls.lock().unwrap(), [Action::CancelKeyDeletion]);
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_untag_by_a_stranger_does_not_unprotect_the_key() {
+    let fake = FakeRemediator {
+        facts: Some(KeyFacts::default()),
+        ..Default::default()
+    };
+    let mut policy = protected_policy();
+    policy.protected = vec![Protected::parse("tag:trailguard:protect=true").unwrap()];
+    let b = Bench::start(fake, policy);
+    seed(
+        &b.store,
+        -100,
+        &[],
+        &[(
+            -5,
+            crate::protection::Edit::RemoveTag("trailguard:protect".into()),
+            "intruder",
+        )],
+    );
+    b.send(record("d-1", "DisableKey", t0(), serde_json::json!({})));
+    b.settle().await;
+    assert_eq!(
+        *b.calls.lock().unwrap(),
+        [Action::EnableKey],
+        "the tag was removed first, by a caller not allowed to"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_lookup_keeps_a_key_known_to_be_protected_protected() {
+    // KMS cannot be asked (facts: None), but the key was seen protected before.
+    let b = Bench::start(FakeRemediator::default(), protected_policy());
+    seed(&b.store, -3600, &["alias/prod-db"], &[]);
+    b.send(record("d-1", "DisableKey", t0(), serde_json::json!({})));
+    b.settle().await;
+    assert_eq!(*b.calls.lock().unwrap(), [Action::EnableKey]);
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exempt_keys_use_is_reported_and_its_deletion_goes_on() {
+    let fake = FakeRemediator {
+        facts: Some(KeyFacts {
+            aliases: vec!["alias/retired".into()],
+            tags: vec![],
+        }),
+        ..Default::default()
+    };
+    let mut policy = protected_policy();
+    policy.exemptions = vec![crate::plan::KeyExemption {
+        key: "alias/retired".into(),
+        expires: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        reason: "crypto-shredding, CHG-7".into(),
+    }];
+    let b = Bench::start(fake, policy);
+    // Its last day: the event is on the 25th, handled after midnight.
+    tokio::time::sleep(Duration::from_secs(13 * 3600)).await;
+    for i in 0..5 {
+        b.send(use_at(&format!("u-{i}"), i));
+    }
+    b.settle().await;
+    assert_eq!(b.remediations(), 0, "an approved deletion is not fought");
+    let entries = b.store.outbox().unwrap().0;
+    assert!(
+        entries[0].message.json["policy"]
+            .as_str()
+            .unwrap()
+            .contains("approves this key's deletion")
+    );
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alias_removed_from_an_unprotected_key_says_nothing() {
+    let fake = FakeRemediator {
+        facts: Some(KeyFacts::default()),
+        ..Default::default()
+    };
+    let b = Bench::start(fake, protected_policy());
+    let removed = serde_json::json!({"requestParameters": {"aliasName": "alias/dev-x"},
+        "resources": [{"ARN": KEY, "type": "AWS::KMS::Key"}]});
+    b.send(record("r-1", "DeleteAlias", t0(), removed));
+    b.settle().await;
+    assert!(b.outbox().is_empty());
     b.stop().await;
 }

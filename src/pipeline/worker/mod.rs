@@ -1,14 +1,21 @@
-//! The worker: job → protection policy → aggregation → remediation → outbox. One at a time, in
-//! the order findings arrive; it never waits on a notification (the sender does that).
+//! The worker: job → own-call check → protection policy → aggregation → audit → remediation →
+//! outbox. One at a time, in the order findings arrive; it never waits on a notification (the
+//! sender does that). The policy side (protection as of the event, trailguard's own calls, the
+//! audit of every action) is in [`policy`].
+
+mod policy;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
+
+pub use policy::Own;
 
 use crate::actions::Remediator;
 use crate::aggregate::{self, Decision, Window};
@@ -17,7 +24,6 @@ use crate::job::Job;
 use crate::notify;
 use crate::outbox::Entry;
 use crate::plan::{self, KeyFacts};
-use crate::rules;
 use crate::state::Store;
 use crate::telemetry::{self, NotificationOutcome};
 
@@ -29,11 +35,16 @@ pub struct Worker<R> {
     pub window: Duration,
     pub policy: plan::Policy,
     pub refresh: Duration,
+    /// Where the keys are, for the periodic snapshot of their aliases and tags.
+    pub regions: Vec<String>,
+    pub account: String,
+    /// trailguard's own identity: its calls never trigger an action.
+    pub own: Own,
     /// Wakes the sender when something is queued.
     pub outbox: Arc<Notify>,
     pub windows: HashMap<String, Window>,
-    /// Key aliases and tags for the policy, with when they were read.
-    pub facts: HashMap<String, (Instant, KeyFacts)>,
+    /// The last facts snapshotted per key (to store only changes).
+    pub known: HashMap<String, KeyFacts>,
 }
 
 impl<R: Remediator> Worker<R> {
@@ -45,6 +56,7 @@ impl<R: Remediator> Worker<R> {
         mut jobs: mpsc::UnboundedReceiver<Job>,
         shutdown: CancellationToken,
     ) {
+        self.refresh_facts().await;
         if !resumed.is_empty() {
             info!(
                 count = resumed.len(),
@@ -56,6 +68,8 @@ impl<R: Remediator> Worker<R> {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + self.refresh, self.refresh);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -65,6 +79,7 @@ impl<R: Remediator> Worker<R> {
                     None => break,
                 },
                 _ = tick.tick() => self.close_windows(false),
+                _ = refresh.tick() => self.refresh_facts().await,
             }
         }
         self.close_windows(true);
@@ -72,8 +87,13 @@ impl<R: Remediator> Worker<R> {
     }
 
     pub async fn process(&mut self, mut job: Job) {
-        if !self.policy.is_empty() && job.policy.is_none() {
-            self.apply_policy(&mut job).await;
+        if !self.decide(&mut job).await {
+            // Nothing to act on and nothing to say (trailguard's own failed call, an alias
+            // removed from a key that was not protected).
+            if let Err(e) = self.store.drop_job(&job.id) {
+                error!(error = %e, "Cannot remove a finished job.");
+            }
+            return;
         }
         let now = self.clock.now();
         let key = aggregate::window_key(&job);
@@ -89,13 +109,17 @@ impl<R: Remediator> Worker<R> {
         }
         if let Some(action) = job.pending_action() {
             job.remediation_started = Some(self.clock.now());
-            let f = &job.finding;
-            let r = self
-                .remediator
-                .remediate(action, f.key_arn.as_deref(), f.account.as_deref())
-                .await;
+            let r = match self.audit(&job) {
+                Err(blocked) => blocked,
+                Ok(()) => {
+                    let f = &job.finding;
+                    self.remediator
+                        .remediate(action, f.key_arn.as_deref(), f.account.as_deref())
+                        .await
+                }
+            };
             telemetry::remediation(r.action, r.outcome);
-            let key_arn = f.key_arn.as_deref().unwrap_or("-");
+            let (f, key_arn) = (&job.finding, job.finding.key_arn.as_deref().unwrap_or("-"));
             if r.outcome.settled() {
                 info!(rule_id = %f.rule_id, key_arn, action = r.action.as_str(), outcome = r.outcome.as_str(), detail = %r.detail, "Remediation finished.");
             } else {
@@ -154,54 +178,4 @@ impl<R: Remediator> Worker<R> {
             self.outbox.notify_one();
         }
     }
-
-    /// Applies the KMS protection policy to a finding: decides its actions and records why.
-    async fn apply_policy(&mut self, job: &mut Job) {
-        let Some(arn) = job.finding.key_arn.clone() else {
-            return;
-        };
-        if job.finding.rule_id != rules::KEY_DISABLED && job.finding.rule_id != rules::KEY_DELETION_SCHEDULED
-        {
-            return;
-        }
-        let cached = self
-            .facts
-            .get(&arn)
-            .filter(|(at, _)| at.elapsed() < self.refresh)
-            .map(|(_, f)| f.clone());
-        let facts = match cached {
-            Some(f) => f,
-            None => match self
-                .remediator
-                .key_facts(&arn, self.policy.needs_aliases(), self.policy.needs_tags())
-                .await
-            {
-                Ok(f) => {
-                    self.facts.insert(arn.clone(), (Instant::now(), f.clone()));
-                    f
-                }
-                Err(e) => {
-                    // Without facts the policy cannot tell whether the key is protected: notify,
-                    // act on nothing, and say why.
-                    warn!(key_arn = %arn, error = %e, "Cannot read the key's aliases or tags for the protection policy.");
-                    job.policy = Some(format!(
-                        "could not read the key's aliases/tags ({}); nothing reverted",
-                        e.short()
-                    ));
-                    return;
-                }
-            },
-        };
-        if let Some(d) = plan::decide(&self.policy, &job.finding, &facts, self.clock.now()) {
-            info!(rule_id = %job.finding.rule_id, key_arn = %arn, actions = ?d.actions, policy = %d.reason, "Protection policy decided.");
-            job.remediated = !d.actions.iter().any(|a| a.remediates());
-            job.finding.actions = d.actions;
-            job.policy = Some(d.reason);
-            if let Err(e) = self.store.put_job(job) {
-                error!(error = %e, "Cannot record the policy decision.");
-            }
-        }
-    }
 }
-#[cfg(test)]
-mod tests;
