@@ -180,10 +180,29 @@ impl History {
             .collect()
     }
 
-    /// The facts that decide protection at `t`: as they were, plus what unauthorized callers
-    /// removed.
+    /// The facts that decide protection at `t`: as they were; plus what holds now that no
+    /// recorded change added after `t` (its event may not have been delivered yet: counting it
+    /// keeps the key); plus what unauthorized callers removed.
     pub fn effective_at(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Option<KeyFacts> {
         let mut f = self.facts_at(t)?;
+        let latest = self.facts_at(DateTime::<Utc>::MAX_UTC).unwrap_or_default();
+        let added_later = |e: &Edit| {
+            self.changes
+                .iter()
+                .any(|c| c.time > t && matches!(c.edit, Edit::AddAlias(_) | Edit::AddTag(..)) && same_target(&c.edit, e))
+        };
+        for a in &latest.aliases {
+            let e = Edit::AddAlias(a.clone());
+            if !f.aliases.contains(a) && !added_later(&e) {
+                apply(&mut f, &e, true);
+            }
+        }
+        for (k, v) in &latest.tags {
+            let e = Edit::AddTag(k.clone(), v.clone());
+            if !f.tags.iter().any(|(tk, _)| tk == k) && !added_later(&e) {
+                apply(&mut f, &e, true);
+            }
+        }
         for c in self.unauthorized_removals(t, allowed) {
             apply(&mut f, &c.edit, false);
         }

@@ -9,6 +9,10 @@
 //! Actions, least destructive first: `notify`; `deactivate` (`UpdateAccessKey` to `Inactive`);
 //! `delete`, only for a key that is already inactive and has been for `iam.delete_after_inactive`
 //! (an active key is deactivated first, never deleted), so a mistaken deactivation can be undone.
+//! How long a key has been inactive needs positive evidence ([`KeyInfo::inactive_since`]):
+//! trailguard's own record of deactivating it, or a successful `UpdateAccessKey` to `Inactive`
+//! visible in event history. Without it the key is reported "inactive since unknown" and kept.
+//! trailguard's own access key (the one it signs with) is never changed.
 //! If a sweep would change more keys than `iam.max_actions_per_sweep`, it changes none and says
 //! why: a mass-expiry is more likely a clock, config or data problem than 11 stale keys.
 
@@ -50,8 +54,14 @@ pub struct KeyInfo {
     pub created: DateTime<Utc>,
     /// `None`: never used (or not since IAM began tracking, April 2015).
     pub last_used: Option<LastUse>,
-    /// For an inactive key: since when, if known.
+    /// For an inactive key: since when, if there is evidence (see the module docs).
     pub inactive_since: Option<DateTime<Utc>>,
+    /// What the evidence is (or why there is none), for notifications.
+    #[serde(default)]
+    pub inactive_evidence: Option<String>,
+    /// The key trailguard signs its own requests with.
+    #[serde(default)]
+    pub own: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,7 +215,8 @@ pub fn plan(keys: &[KeyInfo], now: DateTime<Utc>, p: &Policy) -> Vec<KeyFinding>
                     .iter()
                     .any(|(tk, tv)| tk == EXEMPT_TAG && tv.eq_ignore_ascii_case("true"))
                     .then(|| format!("user tag {EXEMPT_TAG}=true"))
-            });
+            })
+            .or_else(|| k.own.then(|| "trailguard's own access key (it signs trailguard's requests)".to_owned()));
         let planned = match (&exemption, k.active, p.action) {
             (Some(_), _, _) => Planned::Exempt,
             (None, true, KeyAction::Notify) => Planned::Notify,
@@ -269,6 +280,8 @@ mod tests {
                 region: "us-east-1".into(),
             }),
             inactive_since: None,
+            inactive_evidence: None,
+            own: false,
         }
     }
 
@@ -372,7 +385,10 @@ mod tests {
         tagged.user_tags = vec![("team".into(), "payments".into())];
         let mut self_exempt = key("D", 120, None);
         self_exempt.user_tags = vec![(EXEMPT_TAG.into(), "true".into())];
-        let f = plan(&[ci, svc, tagged, self_exempt], now(), &p);
+        let mut own = key("E", 120, None);
+        own.own = true;
+        let f = plan(&[ci, svc, tagged, self_exempt, own], now(), &p);
+        assert_eq!(f[4].planned, Planned::Exempt, "trailguard never changes its own key");
         assert_eq!(
             f[0].planned,
             Planned::Deactivate,

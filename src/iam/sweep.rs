@@ -7,12 +7,18 @@
 //! user: decisions are never made on report data alone. IAM calls are paced by the
 //! [`super::IamApi`] implementation.
 //!
-//! How long an inactive key has been inactive comes from CloudTrail (`UpdateAccessKey` to
-//! `Inactive`, looked up by the key as resource name in the partition's IAM home region,
-//! through the shared `LookupEvents` rate limiter). With no such event in the 90 days event
-//! history keeps, a key created over 90 days ago has been inactive at least that long.
+//! Fail toward keeping keys: a user whose tags cannot be read (so exemptions cannot be checked)
+//! or whose keys cannot be listed is skipped and reported, and the sweep goes on; a key whose
+//! last use cannot be read is skipped too.
+//!
+//! How long an inactive key has been inactive needs positive evidence, checked newest first:
+//! the key's latest `UpdateAccessKey` in event history (looked up by the key as resource name
+//! in the partition's IAM home region, through the shared `LookupEvents` rate limiter): if it
+//! set `Inactive`, that time; if it set `Active`, the deactivation since is not visible yet, so
+//! no evidence. With no event at all, trailguard's own record of deactivating the key. Either is
+//! void if the key was used after it. Nothing is assumed from the key's age.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +42,8 @@ pub struct Sweeper<I, L> {
     pub policy: Policy,
     pub dry_run: bool,
     pub report_min_users: usize,
+    /// The access key trailguard signs with: never changed.
+    pub own_key: Option<String>,
 }
 
 /// What one sweep saw and did.
@@ -46,6 +54,10 @@ pub struct SweepReport {
     pub used_credential_report: bool,
     pub calls: u64,
     pub results: Vec<SweepResult>,
+    /// Users (or keys) not checked, and why: nothing was changed for them.
+    pub skipped: Vec<(String, String)>,
+    /// Keys seen active: any record of trailguard deactivating them is void.
+    pub active: Vec<String>,
 }
 
 /// One finding and what was done about it.
@@ -72,11 +84,16 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             policy,
             dry_run,
             report_min_users,
+            own_key: None,
         }
     }
 
-    /// Runs one sweep at `now`.
-    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport, String> {
+    /// Runs one sweep at `now`. `deactivated`: when trailguard deactivated keys, from its state.
+    pub async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        deactivated: &HashMap<String, DateTime<Utc>>,
+    ) -> Result<SweepReport, String> {
         let calls_before = self.iam.calls();
         let mut report = SweepReport::default();
         let users = self.iam.list_users().await.map_err(|e| e.to_string())?;
@@ -91,7 +108,14 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
         };
         let mut keys = Vec::new();
         for u in wanted {
-            let user_keys = self.user_keys(u, now).await.map_err(|e| e.to_string())?;
+            let user_keys = match self.user_keys(u, deactivated, &mut report).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(user = %u.name, error = %e, "Cannot list a user's access keys; the user is skipped.");
+                    report.skipped.push((u.name.clone(), format!("its access keys could not be listed: {}", e.short())));
+                    continue;
+                }
+            };
             if !report.used_credential_report {
                 report.keys += user_keys.len();
             }
@@ -104,15 +128,18 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             .map(|k| k.user_name.clone())
             .collect();
         for user in &stale_users {
-            let tags = match self.iam.user_tags(user).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(user, error = %e, "Cannot read user tags; tag exemptions cannot apply.");
-                    vec![]
+            match self.iam.user_tags(user).await {
+                Ok(tags) => {
+                    for k in keys.iter_mut().filter(|k| &k.user_name == user) {
+                        k.user_tags = tags.clone();
+                    }
                 }
-            };
-            for k in keys.iter_mut().filter(|k| &k.user_name == user) {
-                k.user_tags = tags.clone();
+                Err(e) => {
+                    // Its exemptions cannot be checked: leave the user alone, and say so.
+                    tracing::warn!(user, error = %e, "Cannot read a user's tags; the user is skipped.");
+                    report.skipped.push((user.clone(), format!("its tags could not be read, so exemptions cannot be checked: {}", e.short())));
+                    keys.retain(|k| &k.user_name != user);
+                }
             }
         }
         for finding in super::plan(&keys, now, &self.policy) {
@@ -165,6 +192,8 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                         region: String::new(),
                     }),
                     inactive_since: None,
+                    inactive_evidence: None,
+                    own: false,
                 };
                 let stale = !super::evaluate(&probe, now, &self.policy).is_empty();
                 if stale && (k.active || self.policy.action == super::KeyAction::Delete) {
@@ -178,63 +207,78 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
     async fn user_keys(
         &self,
         u: &super::api::User,
-        now: DateTime<Utc>,
+        deactivated: &HashMap<String, DateTime<Utc>>,
+        report: &mut SweepReport,
     ) -> Result<Vec<KeyInfo>, crate::aws::AwsError> {
         let mut out = Vec::new();
         for k in self.iam.list_access_keys(&u.name).await? {
-            let created = k.created.unwrap_or(now);
+            let Some(created) = k.created else {
+                report.skipped.push((format!("{}/{}", u.name, k.id), "IAM gave no creation date".into()));
+                continue;
+            };
             let last_used = match self.iam.last_used(&k.id).await {
                 Ok(u) => u,
                 Err(e) => {
-                    tracing::warn!(access_key_id = %k.id, error = %e, "Cannot read a key's last use; skipping the key.");
+                    tracing::warn!(access_key_id = %k.id, error = %e, "Cannot read a key's last use; the key is skipped.");
+                    report.skipped.push((format!("{}/{}", u.name, k.id), format!("its last use could not be read: {}", e.short())));
                     continue;
                 }
             };
-            let inactive_since = if !k.active && self.policy.action == super::KeyAction::Delete {
-                self.inactive_since(&k.id, created, now).await
+            if k.active {
+                report.active.push(k.id.clone());
+            }
+            let (inactive_since, inactive_evidence) = if !k.active && self.policy.action == super::KeyAction::Delete {
+                let (since, why) = self.inactive_since(&k.id, deactivated.get(&k.id).copied()).await;
+                // A key used after its "deactivation" was active then: the evidence is void.
+                match (since, &last_used) {
+                    (Some(t), Some(u)) if u.date > t => (None, Some(format!("used on {} after it was deactivated on {}", u.date.format("%Y-%m-%d"), t.format("%Y-%m-%d")))),
+                    _ => (since, Some(why)),
+                }
             } else {
-                None
+                (None, None)
             };
             out.push(KeyInfo {
                 user_name: u.name.clone(),
                 user_arn: u.arn.clone(),
                 user_path: u.path.clone(),
                 user_tags: vec![],
+                own: self.own_key.as_deref() == Some(k.id.as_str()),
                 access_key_id: k.id,
                 active: k.active,
                 created,
                 last_used,
                 inactive_since,
+                inactive_evidence,
             });
         }
         Ok(out)
     }
 
-    /// When the key was last set `Inactive`, from event history (newest first).
-    async fn inactive_since(
-        &self,
-        key_id: &str,
-        created: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+    /// When the key was set `Inactive`, with the evidence; `None` (and why) without evidence.
+    async fn inactive_since(&self, key_id: &str, own: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, String) {
         let latest = find_latest(&self.lookup, &self.events, key_id, HISTORY_PAGES, |e| {
             let rec = Record::parse(&e.record).ok()?;
-            (rec.name() == "UpdateAccessKey"
-                && rec.succeeded()
-                && rec.request_str("accessKeyId") == Some(key_id))
-            .then(|| (rec.request_str("status") == Some("Inactive"), e.time))
+            (rec.name() == "UpdateAccessKey" && rec.succeeded() && rec.request_str("accessKeyId") == Some(key_id))
+                .then(|| (rec.request_str("status") == Some("Inactive"), e.time, rec.principal_arn().map(str::to_owned)))
         })
         .await;
         match latest {
-            Ok(Some((inactive, time))) => inactive.then_some(time).flatten(),
-            Ok(None) => {
-                let horizon = now - chrono::Duration::days(90);
-                (created < horizon).then_some(horizon)
-            }
-            Err(e) => {
-                tracing::warn!(access_key_id = key_id, error = %e, "Cannot read the key's history.");
-                None
-            }
+            Ok(Some((true, Some(t), who))) => (
+                Some(t),
+                format!("UpdateAccessKey to Inactive on {} by {} (event history)", t.to_rfc3339(), who.as_deref().unwrap_or("?")),
+            ),
+            Ok(Some((_, t, _))) => (
+                None,
+                format!(
+                    "reactivated on {}; its deactivation since is not in event history yet",
+                    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+                ),
+            ),
+            Ok(None) => match own {
+                Some(t) => (Some(t), format!("trailguard deactivated it on {}", t.to_rfc3339())),
+                None => (None, "no UpdateAccessKey in event history, and trailguard did not deactivate it".into()),
+            },
+            Err(e) => (None, format!("its history could not be read: {}", e.short())),
         }
     }
 
@@ -260,10 +304,14 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                 Outcome::NotNeeded,
                 match f.key.inactive_since {
                     Some(t) => format!(
-                        "inactive since {}; deleted once inactive for iam.delete_after_inactive",
-                        t.format("%Y-%m-%d")
+                        "inactive since {} ({}); deleted once inactive for iam.delete_after_inactive",
+                        t.format("%Y-%m-%d"),
+                        f.key.inactive_evidence.as_deref().unwrap_or("-")
                     ),
-                    None => "inactive since an unknown date; not deleted".into(),
+                    None => format!(
+                        "inactive since unknown ({}); kept until there is evidence",
+                        f.key.inactive_evidence.as_deref().unwrap_or("no evidence")
+                    ),
                 },
             ),
             _ if self.dry_run => (

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::arn::Arn;
-use crate::validate::{Field, Problems, duration};
+use crate::validate::{Field, Problems, choice, duration};
 
 crate::validated!(RawNotify => NotifyConfig, NotifyConfig::from_raw);
 
@@ -14,12 +14,26 @@ crate::validated!(RawNotify => NotifyConfig, NotifyConfig::from_raw);
 pub struct RawNotify {
     pub sns_topic_arn: Field<String>,
     pub aggregation_window: Field<String>,
+    pub message_format: Field<String>,
+}
+
+/// What a published message's body is. Both are published with `MessageStructure` String, so
+/// the message attributes (`rule_id`, `severity`, `outcome`, `notification_id`) reach every
+/// subscriber and subscription filter policies work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// The JSON document (with the text in its `text` field): for SQS, Lambda, HTTP, `email-json`.
+    #[default]
+    Json,
+    /// The text a person reads: for e-mail.
+    Text,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyConfig {
     pub sns_topic_arn: Option<String>,
     pub aggregation_window: Duration,
+    pub message_format: MessageFormat,
 }
 
 impl NotifyConfig {
@@ -50,9 +64,17 @@ impl NotifyConfig {
             (Duration::ZERO, Duration::from_secs(24 * 3600)),
             "",
         );
+        let message_format = choice(
+            p,
+            "notify.message_format",
+            raw.message_format,
+            &[("json", MessageFormat::Json), ("text", MessageFormat::Text)],
+            MessageFormat::Json,
+        );
         Self {
             sns_topic_arn,
             aggregation_window,
+            message_format,
         }
     }
 }

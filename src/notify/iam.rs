@@ -76,7 +76,7 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
     let json = json!({
         "version": 1, "notification_id": id, "rule_id": rule_id, "rule_ids": f.rule_ids,
         "severity": "medium", "outcome": outcome.as_str(), "dry_run": dry_run, "finding": f,
-        "action": action, "detail": detail,
+        "action": action, "detail": detail, "subject": subject, "text": text,
     });
     Message {
         id: id.clone(),
@@ -91,3 +91,36 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
         ],
     }
 }
+
+/// The notification that a sweep left users (or keys) unchecked, and why.
+pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime<chrono::Utc>) -> Message {
+    let id = crate::outbox::notification_id(&["iam", "skipped", sweep]);
+    let subject = clean_subject(&format!("[MEDIUM] IAM sweep skipped {} user(s) or key(s): nothing changed for them", skipped.len()));
+    let mut text = String::from(
+        "The IAM access-key sweep could not check some users or keys. It changed nothing for them (failing toward keeping keys); the next sweep tries again.\n\n",
+    );
+    for (who, why) in skipped {
+        text.push_str(&format!("  {:<28} {why}\n", super::message::clean(who, 128)));
+    }
+    text.push_str(&format!("\nnotification id: {id}\n"));
+    let json = json!({
+        "version": 1, "notification_id": id, "rule_id": INCOMPLETE, "severity": "medium",
+        "outcome": "not_actionable", "skipped": skipped.iter().map(|(w, why)| json!({"who": w, "why": why})).collect::<Vec<_>>(),
+        "subject": subject, "text": text,
+    });
+    Message {
+        id: id.clone(),
+        subject,
+        text,
+        json,
+        attributes: vec![
+            ("rule_id".into(), INCOMPLETE.into()),
+            ("severity".into(), "medium".into()),
+            ("outcome".into(), "not_actionable".into()),
+            ("notification_id".into(), id),
+        ],
+    }
+}
+
+/// The rule id of a sweep that left users unchecked.
+pub const INCOMPLETE: &str = "iam_sweep_incomplete";

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::message::{Message, clean_subject};
+use super::message::{MAX_FIELD, Message, clean, clean_subject};
 use crate::job::{Job, Outcome};
 use crate::rules::{self, Finding};
 
@@ -34,9 +34,41 @@ fn outcome(job: &Job) -> &'static str {
         .unwrap_or("notified")
 }
 
-/// Renders a job (finding, remediation, count of aggregated matches) as a message.
+/// A copy of the finding with every string from the event made safe ([`clean`]).
+fn sanitized(f: &Finding) -> Finding {
+    let c = |v: &Option<String>| v.as_deref().map(|s| clean(s, MAX_FIELD));
+    Finding {
+        event_id: clean(&f.event_id, MAX_FIELD),
+        event_name: clean(&f.event_name, MAX_FIELD),
+        event_source: clean(&f.event_source, MAX_FIELD),
+        event_time: c(&f.event_time),
+        region: c(&f.region),
+        account: c(&f.account),
+        key_arn: c(&f.key_arn),
+        key_alias: c(&f.key_alias),
+        principal_arn: c(&f.principal_arn),
+        principal_type: c(&f.principal_type),
+        source_ip: c(&f.source_ip),
+        user_agent: c(&f.user_agent),
+        error_code: c(&f.error_code),
+        error_message: c(&f.error_message),
+        deletion_date: c(&f.deletion_date),
+        key_state: c(&f.key_state),
+        access_key_id: c(&f.access_key_id),
+        user_name: c(&f.user_name),
+        session_issuer_arn: c(&f.session_issuer_arn),
+        caller_access_key_id: c(&f.caller_access_key_id),
+        tag_keys: f.tag_keys.iter().take(50).map(|k| clean(k, 128)).collect(),
+        ..f.clone()
+    }
+}
+
+/// Renders a job (finding, remediation, count of aggregated matches) as a message. Every field
+/// that comes from an event is made safe and bounded, so a message stays far below SNS's
+/// 256 KB whatever the event held.
 pub fn render(job: &Job, dry_run: bool) -> Message {
-    let f = &job.finding;
+    let safe = sanitized(&job.finding);
+    let f = &safe;
     let key = short_key(f.key_arn.as_deref());
     let region = f.region.as_deref().unwrap_or("?");
     let sev = f.severity.as_str().to_uppercase();
@@ -203,6 +235,8 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         "finding": f,
         "remediation": job.remediation,
         "policy": job.policy,
+        "subject": subject,
+        "text": text,
     });
     Message {
         id: job.id.clone(),

@@ -26,3 +26,57 @@ pub fn clean_subject(s: &str) -> String {
     }
     out
 }
+
+/// The most characters any one field taken from an event may have in a message. CloudTrail
+/// itself caps `userAgent` and `errorMessage` at 1 KB; anything longer was not written by it.
+pub const MAX_FIELD: usize = 1024;
+
+/// SNS's limit on one message: body, subject and attributes, in bytes.
+pub const SNS_LIMIT: usize = 262_144;
+
+/// Characters that would let a field forge lines or reorder text in a notification.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// An attacker-controlled string made safe to show: control, line-separator and bidi
+/// characters replaced with `�`, and at most `max` characters, saying how much was cut.
+pub fn clean(s: &str, max: usize) -> String {
+    let total = s.chars().count();
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| if unsafe_char(c) { '\u{fffd}' } else { c })
+        .collect();
+    if total > max {
+        out.push_str(&format!("…[{} more characters cut]", total - max));
+    }
+    out
+}
+
+impl Message {
+    /// What the message weighs against [`SNS_LIMIT`] in the larger of its two forms.
+    pub fn size(&self) -> usize {
+        let attrs: usize = self
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + "String".len())
+            .sum();
+        self.subject.len() + attrs + self.json.to_string().len().max(self.text.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_cannot_forge_lines_or_grow_without_bound() {
+        assert_eq!(clean("a\nOutcome: applied", 100), "a\u{fffd}Outcome: applied");
+        assert_eq!(clean("evil\u{202e}txt", 100), "evil\u{fffd}txt");
+        let long = "x".repeat(100_000);
+        let c = clean(&long, MAX_FIELD);
+        assert!(c.len() < 1100 && c.ends_with("[98976 more characters cut]"), "{}", &c[1000..]);
+    }
+}

@@ -154,7 +154,7 @@ impl Daemon {
         let limiter = Arc::new(Limiter::new(cfg.cloudtrail.max_requests_per_second));
         let lookup = aws::cloudtrail::CloudTrail::new(self.aws.clone(), limiter);
         let notifier = match &cfg.notify.sns_topic_arn {
-            Some(arn) => AnyNotifier::Sns(aws::sns::Sns::new(&self.aws, arn.clone())),
+            Some(arn) => AnyNotifier::Sns(aws::sns::Sns::new(&self.aws, arn.clone(), cfg.notify.message_format)),
             None => AnyNotifier::Log(LogNotifier),
         };
         tracker.spawn(
@@ -169,7 +169,7 @@ impl Daemon {
         );
         if let Some(iam) = &cfg.iam {
             let home = arn::iam_home_region(cfg.partition());
-            let sweeper = Sweeper::new(
+            let mut sweeper = Sweeper::new(
                 aws::iam::Iam::new(self.aws.clone(), home, iam.max_requests_per_second),
                 lookup.clone(),
                 Place::new(&identity.account, home),
@@ -177,6 +177,7 @@ impl Daemon {
                 cfg.dry_run,
                 iam.credential_report_min_users,
             );
+            sweeper.own_key = identity.access_key_id.clone();
             tracker.spawn(
                 SweepLoop {
                     sweeper,

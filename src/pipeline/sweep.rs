@@ -31,7 +31,11 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
         loop {
             let started = tokio::time::Instant::now();
             let now = self.clock.now();
-            match self.sweeper.sweep(now).await {
+            let deactivated = self.store.deactivations().unwrap_or_else(|e| {
+                error!(error = %e, "Cannot read trailguard's record of deactivated keys; no key is deleted on its evidence this sweep.");
+                Default::default()
+            });
+            match self.sweeper.sweep(now, &deactivated).await {
                 Ok(report) => {
                     info!(
                         users = report.users,
@@ -43,7 +47,7 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                     );
                     let sweep_id = now.to_rfc3339();
                     let mut entries = Vec::new();
-                    let mut deactivated = Vec::new();
+                    let mut new_deactivations = Vec::new();
                     for r in &report.results {
                         let f = &r.finding;
                         telemetry::remediation(planned_action(f.planned), r.outcome);
@@ -57,13 +61,24 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                             "IAM key finding."
                         );
                         if f.planned == Planned::Deactivate && r.outcome == Outcome::Applied {
-                            deactivated.push((f.key.access_key_id.clone(), now));
+                            new_deactivations.push((f.key.access_key_id.clone(), now));
                         }
                         let msg =
                             notify::iam::render(f, r.outcome, &r.detail, self.sweeper.dry_run, &sweep_id);
                         entries.push(Entry::new(msg, now));
                     }
-                    match self.store.enqueue(&entries, &deactivated) {
+                    if !report.skipped.is_empty() {
+                        entries.push(Entry::new(
+                            notify::iam::skipped(&report.skipped, &sweep_id, self.clock.host_now()),
+                            now,
+                        ));
+                    }
+                    let seen_active: Vec<String> =
+                        report.active.iter().filter(|k| deactivated.contains_key(*k)).cloned().collect();
+                    if let Err(e) = self.store.forget_deactivations(&seen_active) {
+                        error!(error = %e, "Cannot update the record of deactivated keys.");
+                    }
+                    match self.store.enqueue(&entries, &new_deactivations) {
                         Ok(()) => self.outbox.notify_one(),
                         Err(e) => error!(error = %e, "Cannot queue the sweep's notifications."),
                     }

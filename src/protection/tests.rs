@@ -107,3 +107,19 @@ fn real_alias_and_tag_records_give_their_changes() {
         "the key is the record's key resource, not the alias"
     );
 }
+
+#[test]
+fn a_protection_seen_later_counts_unless_a_recorded_change_added_it_after() {
+    let none = |_: &Change| false;
+    let h = History {
+        snapshots: vec![(t(0), facts(&[])), (t(100), facts(&["alias/prod-db"]))],
+        changes: vec![],
+    };
+    // The CreateAlias that added it has not been read (delivered late): assume it was there.
+    assert_eq!(h.effective_at(t(50), &none).unwrap().aliases, ["alias/prod-db"]);
+    let h = History {
+        snapshots: h.snapshots.clone(),
+        changes: vec![change(80, Edit::AddAlias("alias/prod-db".into()), "admin")],
+    };
+    assert!(h.effective_at(t(50), &none).unwrap().aliases.is_empty(), "added after the event");
+}

@@ -259,6 +259,31 @@ impl Store {
         self.write(|tx| remove(tx, OUTBOX, id))
     }
 
+    /// Every access key trailguard deactivated, with when.
+    pub fn deactivations(&self) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StateError> {
+        let tx = db!(self.db.begin_read())?;
+        let t = db!(tx.open_table(DEACTIVATED))?;
+        let mut out = std::collections::HashMap::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            if let Some(at) = DateTime::from_timestamp(v.value(), 0) {
+                out.insert(k.value().to_owned(), at);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets trailguard's deactivation of keys seen active since: it no longer says anything.
+    pub fn forget_deactivations(&self, keys: &[String]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut t = db!(tx.open_table(DEACTIVATED))?;
+            for k in keys {
+                db!(t.remove(k.as_str()))?;
+            }
+            Ok(())
+        })
+    }
+
     /// When trailguard deactivated this access key, if it did.
     pub fn deactivated(&self, key_id: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         let tx = db!(self.db.begin_read())?;

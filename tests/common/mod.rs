@@ -330,8 +330,11 @@ impl Guard {
         assert!(ok.success());
     }
 
-    /// SIGTERM, then the exit status, which must come within `limit`.
+    /// SIGTERM, then the exit status, which must come within `limit`. Every run ends having
+    /// taken no action outside its policy.
     pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let outside = self.metric("trailguard_actions_outside_policy_total").await;
+        assert_eq!(outside, 0.0, "actions outside the policy:\n{}", self.logs());
         self.signal("TERM");
         let deadline = tokio::time::Instant::now() + limit;
         loop {
