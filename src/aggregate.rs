@@ -78,6 +78,15 @@ impl Window {
     }
 }
 
+/// Uses before this were surely before the rescue began: `eventTime` is truncated to the
+/// second, and trailguard's estimate of AWS's clock may be off by about a second, so a use in
+/// the two seconds before the rescue's second is checked again rather than folded (the check
+/// finds the key already rescued, or rescues it again).
+fn fold_before(rescue: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = DateTime::from_timestamp(rescue.timestamp(), 0).unwrap_or(rescue);
+    whole - chrono::Duration::seconds(2)
+}
+
 /// What to do with a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -106,7 +115,7 @@ pub fn decide(window: Option<&Window>, job: &Job, now: DateTime<Utc>, length: Du
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
     match (is_use, w.rescued_before, used_at) {
-        (true, Some(rescue), Some(used)) if used < rescue => Decision::Fold,
+        (true, Some(rescue), Some(used)) if used < fold_before(rescue) => Decision::Fold,
         _ => Decision::Handle,
     }
 }
@@ -151,6 +160,11 @@ mod tests {
             decide(Some(&w), &use_at("c", 15), t(20), LEN),
             Decision::Handle,
             "a use after the rescue began means the key was scheduled again"
+        );
+        assert_eq!(
+            decide(Some(&w), &use_at("d", 10), t(20), LEN),
+            Decision::Handle,
+            "the same second as the rescue: eventTime is truncated, so it may be after"
         );
     }
 

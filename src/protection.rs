@@ -139,20 +139,45 @@ fn apply(f: &mut KeyFacts, edit: &Edit, forward: bool) {
     }
 }
 
+fn adds(e: &Edit) -> bool {
+    matches!(e, Edit::AddAlias(_) | Edit::AddTag(..))
+}
+
 impl History {
     /// The key's facts at `t`, as far as known: `None` with no snapshot at all.
+    ///
+    /// `eventTime` has second precision, so events of the same second cannot be ordered: a
+    /// change in `t`'s own second counts toward protection (an addition is applied, a removal
+    /// is not).
     pub fn facts_at(&self, t: DateTime<Utc>) -> Option<KeyFacts> {
+        let same_second = |c: &Change| c.time.timestamp() == t.timestamp();
         if let Some((at, snap)) = self.snapshots.iter().rev().find(|(at, _)| *at <= t) {
             let mut f = snap.clone();
             for c in self.changes.iter().filter(|c| c.time > *at && c.time <= t) {
+                if !same_second(c) || adds(&c.edit) {
+                    apply(&mut f, &c.edit, true);
+                }
+            }
+            for c in self
+                .changes
+                .iter()
+                .filter(|c| c.time > t && same_second(c) && adds(&c.edit))
+            {
                 apply(&mut f, &c.edit, true);
             }
             return Some(f);
         }
         let (at, snap) = self.snapshots.first()?;
         let mut f = snap.clone();
-        for c in self.changes.iter().rev().filter(|c| c.time > t && c.time <= *at) {
-            apply(&mut f, &c.edit, false);
+        for c in self
+            .changes
+            .iter()
+            .rev()
+            .filter(|c| (c.time > t || same_second(c)) && c.time <= *at)
+        {
+            if !same_second(c) || !adds(&c.edit) {
+                apply(&mut f, &c.edit, false);
+            }
         }
         Some(f)
     }
@@ -187,9 +212,11 @@ impl History {
         let mut f = self.facts_at(t)?;
         let latest = self.facts_at(DateTime::<Utc>::MAX_UTC).unwrap_or_default();
         let added_later = |e: &Edit| {
-            self.changes
-                .iter()
-                .any(|c| c.time > t && matches!(c.edit, Edit::AddAlias(_) | Edit::AddTag(..)) && same_target(&c.edit, e))
+            self.changes.iter().any(|c| {
+                c.time > t
+                    && matches!(c.edit, Edit::AddAlias(_) | Edit::AddTag(..))
+                    && same_target(&c.edit, e)
+            })
         };
         for a in &latest.aliases {
             let e = Edit::AddAlias(a.clone());

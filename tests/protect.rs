@@ -12,37 +12,6 @@ use trailguard_sandbox::IdentitySpec;
 
 const KEY_ADMIN: &str = "AKIAKEYADMINROLE";
 
-async fn key(world: &World, alias: &str) -> String {
-    let k = world.kms.create_key().send().await.unwrap().key_metadata.unwrap();
-    world
-        .kms
-        .create_alias()
-        .alias_name(alias)
-        .target_key_id(k.key_id())
-        .send()
-        .await
-        .unwrap();
-    k.arn().unwrap().to_owned()
-}
-
-async fn note_for(world: &World, rule: &str, arn: &str, seen: &mut Vec<Value>) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
-        if let Some(found) = seen
-            .iter()
-            .find(|b| b["rule_id"] == rule && b["finding"]["key_arn"] == arn)
-        {
-            return found.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {rule} notification for {arn}: {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_says_otherwise() {
     let world = World::new().await;
@@ -55,10 +24,10 @@ async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_sa
         },
     );
     let key_admin = aws_sdk_kms::Client::new(&sdk(&world.sb, KEY_ADMIN).await);
-    let payments = key(&world, "alias/prod-payments").await;
-    let ledger = key(&world, "alias/prod-ledger").await;
-    let legacy = key(&world, "alias/prod-legacy").await;
-    let scratch = key(&world, "alias/dev-scratch").await;
+    let payments = aliased_key(&world, "alias/prod-payments").await;
+    let ledger = aliased_key(&world, "alias/prod-ledger").await;
+    let legacy = aliased_key(&world, "alias/prod-legacy").await;
+    let scratch = aliased_key(&world, "alias/dev-scratch").await;
     let port = free_port();
     let config = world.config(
         "[kms]\nprotected_keys = [\"alias/prod-*\"]\non_disable = \"enable_key\"\non_schedule_deletion = \"cancel_key_deletion\"\n\

@@ -19,7 +19,6 @@ const PURE: &[&str] = &[
     "rules/pattern.rs",
     "plan.rs",
     "protection.rs",
-    "protection/tests.rs",
     "job.rs",
     "aggregate.rs",
     "outbox.rs",

@@ -25,7 +25,9 @@ pub struct Sns {
 impl Sns {
     /// The topic lives in the region its ARN names.
     pub fn new(aws: &Aws, topic_arn: String, format: MessageFormat) -> Self {
-        let region = Arn::parse(&topic_arn).map(|a| a.region.to_owned()).unwrap_or_default();
+        let region = Arn::parse(&topic_arn)
+            .map(|a| a.region.to_owned())
+            .unwrap_or_default();
         Self {
             client: aws.sns(&region),
             fifo: topic_arn.ends_with(".fifo"),
@@ -66,7 +68,9 @@ impl Notifier for Sns {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| AwsError::local(Service::Sns, "Publish", ErrorType::Validation, e.to_string()))?;
+                .map_err(|e| {
+                    AwsError::local(Service::Sns, "Publish", ErrorType::Validation, e.to_string())
+                })?;
             req = req.message_attributes(name, attr);
         }
         if self.fifo {

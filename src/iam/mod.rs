@@ -216,7 +216,10 @@ pub fn plan(keys: &[KeyInfo], now: DateTime<Utc>, p: &Policy) -> Vec<KeyFinding>
                     .any(|(tk, tv)| tk == EXEMPT_TAG && tv.eq_ignore_ascii_case("true"))
                     .then(|| format!("user tag {EXEMPT_TAG}=true"))
             })
-            .or_else(|| k.own.then(|| "trailguard's own access key (it signs trailguard's requests)".to_owned()));
+            .or_else(|| {
+                k.own
+                    .then(|| "trailguard's own access key (it signs trailguard's requests)".to_owned())
+            });
         let planned = match (&exemption, k.active, p.action) {
             (Some(_), _, _) => Planned::Exempt,
             (None, true, KeyAction::Notify) => Planned::Notify,
@@ -388,7 +391,11 @@ mod tests {
         let mut own = key("E", 120, None);
         own.own = true;
         let f = plan(&[ci, svc, tagged, self_exempt, own], now(), &p);
-        assert_eq!(f[4].planned, Planned::Exempt, "trailguard never changes its own key");
+        assert_eq!(
+            f[4].planned,
+            Planned::Exempt,
+            "trailguard never changes its own key"
+        );
         assert_eq!(
             f[0].planned,
             Planned::Deactivate,

@@ -112,7 +112,10 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                 Ok(k) => k,
                 Err(e) => {
                     tracing::warn!(user = %u.name, error = %e, "Cannot list a user's access keys; the user is skipped.");
-                    report.skipped.push((u.name.clone(), format!("its access keys could not be listed: {}", e.short())));
+                    report.skipped.push((
+                        u.name.clone(),
+                        format!("its access keys could not be listed: {}", e.short()),
+                    ));
                     continue;
                 }
             };
@@ -137,7 +140,13 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                 Err(e) => {
                     // Its exemptions cannot be checked: leave the user alone, and say so.
                     tracing::warn!(user, error = %e, "Cannot read a user's tags; the user is skipped.");
-                    report.skipped.push((user.clone(), format!("its tags could not be read, so exemptions cannot be checked: {}", e.short())));
+                    report.skipped.push((
+                        user.clone(),
+                        format!(
+                            "its tags could not be read, so exemptions cannot be checked: {}",
+                            e.short()
+                        ),
+                    ));
                     keys.retain(|k| &k.user_name != user);
                 }
             }
@@ -213,30 +222,43 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
         let mut out = Vec::new();
         for k in self.iam.list_access_keys(&u.name).await? {
             let Some(created) = k.created else {
-                report.skipped.push((format!("{}/{}", u.name, k.id), "IAM gave no creation date".into()));
+                report
+                    .skipped
+                    .push((format!("{}/{}", u.name, k.id), "IAM gave no creation date".into()));
                 continue;
             };
             let last_used = match self.iam.last_used(&k.id).await {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::warn!(access_key_id = %k.id, error = %e, "Cannot read a key's last use; the key is skipped.");
-                    report.skipped.push((format!("{}/{}", u.name, k.id), format!("its last use could not be read: {}", e.short())));
+                    report.skipped.push((
+                        format!("{}/{}", u.name, k.id),
+                        format!("its last use could not be read: {}", e.short()),
+                    ));
                     continue;
                 }
             };
             if k.active {
                 report.active.push(k.id.clone());
             }
-            let (inactive_since, inactive_evidence) = if !k.active && self.policy.action == super::KeyAction::Delete {
-                let (since, why) = self.inactive_since(&k.id, deactivated.get(&k.id).copied()).await;
-                // A key used after its "deactivation" was active then: the evidence is void.
-                match (since, &last_used) {
-                    (Some(t), Some(u)) if u.date > t => (None, Some(format!("used on {} after it was deactivated on {}", u.date.format("%Y-%m-%d"), t.format("%Y-%m-%d")))),
-                    _ => (since, Some(why)),
-                }
-            } else {
-                (None, None)
-            };
+            let (inactive_since, inactive_evidence) =
+                if !k.active && self.policy.action == super::KeyAction::Delete {
+                    let (since, why) = self.inactive_since(&k.id, deactivated.get(&k.id).copied()).await;
+                    // A key used after its "deactivation" was active then: the evidence is void.
+                    match (since, &last_used) {
+                        (Some(t), Some(u)) if u.date > t => (
+                            None,
+                            Some(format!(
+                                "used on {} after it was deactivated on {}",
+                                u.date.format("%Y-%m-%d"),
+                                t.format("%Y-%m-%d")
+                            )),
+                        ),
+                        _ => (since, Some(why)),
+                    }
+                } else {
+                    (None, None)
+                };
             out.push(KeyInfo {
                 user_name: u.name.clone(),
                 user_arn: u.arn.clone(),
@@ -255,17 +277,33 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
     }
 
     /// When the key was set `Inactive`, with the evidence; `None` (and why) without evidence.
-    async fn inactive_since(&self, key_id: &str, own: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, String) {
+    async fn inactive_since(
+        &self,
+        key_id: &str,
+        own: Option<DateTime<Utc>>,
+    ) -> (Option<DateTime<Utc>>, String) {
         let latest = find_latest(&self.lookup, &self.events, key_id, HISTORY_PAGES, |e| {
             let rec = Record::parse(&e.record).ok()?;
-            (rec.name() == "UpdateAccessKey" && rec.succeeded() && rec.request_str("accessKeyId") == Some(key_id))
-                .then(|| (rec.request_str("status") == Some("Inactive"), e.time, rec.principal_arn().map(str::to_owned)))
+            (rec.name() == "UpdateAccessKey"
+                && rec.succeeded()
+                && rec.request_str("accessKeyId") == Some(key_id))
+            .then(|| {
+                (
+                    rec.request_str("status") == Some("Inactive"),
+                    e.time,
+                    rec.principal_arn().map(str::to_owned),
+                )
+            })
         })
         .await;
         match latest {
             Ok(Some((true, Some(t), who))) => (
                 Some(t),
-                format!("UpdateAccessKey to Inactive on {} by {} (event history)", t.to_rfc3339(), who.as_deref().unwrap_or("?")),
+                format!(
+                    "UpdateAccessKey to Inactive on {} by {} (event history)",
+                    t.to_rfc3339(),
+                    who.as_deref().unwrap_or("?")
+                ),
             ),
             Ok(Some((_, t, _))) => (
                 None,
@@ -275,8 +313,14 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                 ),
             ),
             Ok(None) => match own {
-                Some(t) => (Some(t), format!("trailguard deactivated it on {}", t.to_rfc3339())),
-                None => (None, "no UpdateAccessKey in event history, and trailguard did not deactivate it".into()),
+                Some(t) => (
+                    Some(t),
+                    format!("trailguard deactivated it on {}", t.to_rfc3339()),
+                ),
+                None => (
+                    None,
+                    "no UpdateAccessKey in event history, and trailguard did not deactivate it".into(),
+                ),
             },
             Err(e) => (None, format!("its history could not be read: {}", e.short())),
         }

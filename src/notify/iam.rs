@@ -95,7 +95,10 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
 /// The notification that a sweep left users (or keys) unchecked, and why.
 pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime<chrono::Utc>) -> Message {
     let id = crate::outbox::notification_id(&["iam", "skipped", sweep]);
-    let subject = clean_subject(&format!("[MEDIUM] IAM sweep skipped {} user(s) or key(s): nothing changed for them", skipped.len()));
+    let subject = clean_subject(&format!(
+        "[MEDIUM] IAM sweep skipped {} user(s) or key(s): nothing changed for them",
+        skipped.len()
+    ));
     let mut text = String::from(
         "The IAM access-key sweep could not check some users or keys. It changed nothing for them (failing toward keeping keys); the next sweep tries again.\n\n",
     );

@@ -93,6 +93,12 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
                 format!("[{sev}] Key {key} used while pending deletion ({region})")
             }
             (rules::KEY_DISABLED, _) => format!("[{sev}] Key {key} disabled by {who}"),
+            (rules::PROTECTION_REMOVED, _) => {
+                format!(
+                    "[{sev}] Protection removed from key {key} by {who} ({})",
+                    f.event_name
+                )
+            }
             (rules::ACCESS_KEY_REACTIVATED, _) => format!(
                 "[{sev}] IAM key {} of {} reactivated by {who}",
                 f.access_key_id.as_deref().unwrap_or("?"),
@@ -212,6 +218,7 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         ),
         (rules::KEY_DELETION_SCHEDULED, _) => "  If this deletion was not approved, cancel it: aws kms cancel-key-deletion --key-id <key> --region <region>.\n  trailguard will rescue the key automatically if anything uses it meanwhile.\n".into(),
         (rules::KEY_DISABLED, _) => "  If this was not intended, re-enable the key: aws kms enable-key --key-id <key> --region <region>.\n".into(),
+        (rules::PROTECTION_REMOVED, _) => "  Find out who removed the alias or tag and why; restore it if the key must stay protected.\n  Only kms.allowed_principals can unprotect a key: trailguard still protects it otherwise.\n".into(),
         _ => "  Review the event above.\n".into(),
     };
     text.push_str(&next);

@@ -77,6 +77,10 @@ mod tests {
         assert_eq!(clean("evil\u{202e}txt", 100), "evil\u{fffd}txt");
         let long = "x".repeat(100_000);
         let c = clean(&long, MAX_FIELD);
-        assert!(c.len() < 1100 && c.ends_with("[98976 more characters cut]"), "{}", &c[1000..]);
+        assert!(
+            c.len() < 1100 && c.ends_with("[98976 more characters cut]"),
+            "{}",
+            &c[1000..]
+        );
     }
 }

@@ -154,7 +154,11 @@ impl Daemon {
         let limiter = Arc::new(Limiter::new(cfg.cloudtrail.max_requests_per_second));
         let lookup = aws::cloudtrail::CloudTrail::new(self.aws.clone(), limiter);
         let notifier = match &cfg.notify.sns_topic_arn {
-            Some(arn) => AnyNotifier::Sns(aws::sns::Sns::new(&self.aws, arn.clone(), cfg.notify.message_format)),
+            Some(arn) => AnyNotifier::Sns(aws::sns::Sns::new(
+                &self.aws,
+                arn.clone(),
+                cfg.notify.message_format,
+            )),
             None => AnyNotifier::Log(LogNotifier),
         };
         tracker.spawn(

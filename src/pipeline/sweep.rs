@@ -73,8 +73,12 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                             now,
                         ));
                     }
-                    let seen_active: Vec<String> =
-                        report.active.iter().filter(|k| deactivated.contains_key(*k)).cloned().collect();
+                    let seen_active: Vec<String> = report
+                        .active
+                        .iter()
+                        .filter(|k| deactivated.contains_key(*k))
+                        .cloned()
+                        .collect();
                     if let Err(e) = self.store.forget_deactivations(&seen_active) {
                         error!(error = %e, "Cannot update the record of deactivated keys.");
                     }

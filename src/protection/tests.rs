@@ -121,5 +121,27 @@ fn a_protection_seen_later_counts_unless_a_recorded_change_added_it_after() {
         snapshots: h.snapshots.clone(),
         changes: vec![change(80, Edit::AddAlias("alias/prod-db".into()), "admin")],
     };
-    assert!(h.effective_at(t(50), &none).unwrap().aliases.is_empty(), "added after the event");
+    assert!(
+        h.effective_at(t(50), &none).unwrap().aliases.is_empty(),
+        "added after the event"
+    );
+}
+
+#[test]
+fn changes_in_the_events_own_second_count_toward_protection() {
+    // Created, scheduled and deleted within one second: the order is unknowable.
+    let h = History {
+        snapshots: vec![(t(100), facts(&[]))],
+        changes: vec![
+            change(10, Edit::AddAlias("alias/prod-db".into()), "admin"),
+            change(10, Edit::RemoveAlias("alias/prod-db".into()), "intruder"),
+        ],
+    };
+    assert_eq!(h.facts_at(t(10)).unwrap().aliases, ["alias/prod-db"]);
+    let h = History {
+        snapshots: vec![(t(0), facts(&[]))],
+        changes: h.changes.clone(),
+    };
+    assert_eq!(h.facts_at(t(10)).unwrap().aliases, ["alias/prod-db"]);
+    assert!(h.facts_at(t(11)).unwrap().aliases.is_empty());
 }

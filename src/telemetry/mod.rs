@@ -233,6 +233,10 @@ pub fn clock_skew(seconds: f64) {
     gauge!(names::CLOCK_SKEW).set(seconds);
 }
 
+pub fn facts_refreshed(now_unix: f64) {
+    gauge!(names::FACTS_REFRESHED).set(now_unix);
+}
+
 pub fn outside_policy() {
     counter!(names::OUTSIDE_POLICY).increment(1);
 }

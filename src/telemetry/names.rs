@@ -25,6 +25,7 @@ pub const IAM_LAST_SWEEP: &str = "trailguard_iam_last_sweep_timestamp_seconds";
 pub const IAM_KEYS_SEEN: &str = "trailguard_iam_access_keys";
 pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
 pub const OUTSIDE_POLICY: &str = "trailguard_actions_outside_policy_total";
+pub const FACTS_REFRESHED: &str = "trailguard_kms_facts_refreshed_timestamp_seconds";
 
 /// Whether a metric is a counter or a gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +137,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         STATE_QUARANTINED,
         Kind::Counter,
         "State entries that did not decode and were moved aside",
+    ),
+    (
+        FACTS_REFRESHED,
+        Kind::Gauge,
+        "Unix time the protected keys' aliases and tags were last read from KMS in every region",
     ),
     (
         OUTSIDE_POLICY,

@@ -170,6 +170,15 @@ impl World {
 
     /// Every SNS notification delivered to the queue so far: (subject, machine JSON, attributes).
     pub async fn notifications(&self) -> Vec<(String, Value, Value)> {
+        self.notifications_full()
+            .await
+            .into_iter()
+            .map(|(s, b, a, _)| (s, b, a))
+            .collect()
+    }
+
+    /// As [`World::notifications`], with the whole SNS envelope.
+    pub async fn notifications_full(&self) -> Vec<(String, Value, Value, Value)> {
         let mut out = Vec::new();
         loop {
             let got = self
@@ -192,6 +201,7 @@ impl World {
                     envelope["Subject"].as_str().unwrap_or_default().to_owned(),
                     body,
                     envelope["MessageAttributes"].clone(),
+                    envelope.clone(),
                 ));
                 self.sqs
                     .delete_message()
@@ -206,21 +216,118 @@ impl World {
 }
 
 impl World {
+    /// Every SNS envelope delivered to `queue_url` so far (and deletes them).
+    pub async fn drain(&self, queue_url: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let msgs = got.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            for m in msgs {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The envelopes on the alerts queue so far.
+    pub async fn notifications_raw(&self) -> Vec<Value> {
+        self.drain(&self.queue_url).await
+    }
+
+    async fn queue(&self, name: &str, fifo: bool) -> (String, String) {
+        let mut req = self.sqs.create_queue().queue_name(name);
+        if fifo {
+            req = req
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::ContentBasedDeduplication,
+                    "true",
+                );
+        }
+        let url = req.send().await.unwrap().queue_url.unwrap();
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        (url, arn)
+    }
+
+    /// A second queue subscribed to the alerts topic with a filter policy on attributes.
+    pub async fn subscribe_queue(&self, name: &str, filter_policy: Value) -> String {
+        let (url, arn) = self.queue(name, false).await;
+        let sns = aws_sdk_sns::Client::new(&sdk(&self.sb, ADMIN).await);
+        sns.subscribe()
+            .topic_arn(&self.topic_arn)
+            .protocol("sqs")
+            .endpoint(arn)
+            .attributes("FilterPolicy", filter_policy.to_string())
+            .send()
+            .await
+            .unwrap();
+        url
+    }
+
+    /// A FIFO topic with a FIFO queue subscribed: (topic ARN, queue URL).
+    pub async fn fifo_topic(&self, name: &str) -> (String, String) {
+        let sns = aws_sdk_sns::Client::new(&sdk(&self.sb, ADMIN).await);
+        let topic = sns
+            .create_topic()
+            .name(name)
+            .attributes("FifoTopic", "true")
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let (url, arn) = self.queue(&name.replace(".fifo", "-q.fifo"), true).await;
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(arn)
+            .send()
+            .await
+            .unwrap();
+        (topic, url)
+    }
+
     /// Waits for at least `at_least` notifications of `rule`; other rules' messages are dropped.
     pub async fn wait_notes(
         &self,
         rule: &str,
         at_least: usize,
         limit: Duration,
-    ) -> Option<Vec<(String, Value, Value)>> {
+    ) -> Option<Vec<(String, Value, Value, Value)>> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut got = Vec::new();
         loop {
             got.extend(
-                self.notifications()
+                self.notifications_full()
                     .await
                     .into_iter()
-                    .filter(|(_, b, _)| b["rule_id"] == rule),
+                    .filter(|(_, b, _, _)| b["rule_id"] == rule),
             );
             if got.len() >= at_least {
                 return Some(got);
@@ -256,14 +363,31 @@ pub struct Guard {
 
 impl Guard {
     pub fn start(world: &World, config: &Path, port: u16, args: &[&str]) -> Self {
+        Self::start_with(world, config, port, args, GUARD, &[])
+    }
+
+    /// Signs with `access_key_id` instead of the default.
+    pub fn start_as(world: &World, config: &Path, port: u16, args: &[&str], access_key_id: &str) -> Self {
+        Self::start_with(world, config, port, args, access_key_id, &[])
+    }
+
+    pub fn start_with(
+        world: &World,
+        config: &Path,
+        port: u16,
+        args: &[&str],
+        access_key_id: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = world.dir.join(format!("trailguard-{}.log", uuid::Uuid::new_v4()));
         let child = Command::new(env!("CARGO_BIN_EXE_trailguard"))
             .arg("run")
             .arg("--config")
             .arg(config)
             .args(args)
+            .envs(env.iter().copied())
             .env("AWS_ENDPOINT_URL", world.sb.endpoint_url())
-            .env("AWS_ACCESS_KEY_ID", GUARD)
+            .env("AWS_ACCESS_KEY_ID", access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", "secret")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -374,4 +498,82 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A new key with an alias; returns its ARN.
+pub async fn aliased_key(world: &World, alias: &str) -> String {
+    let k = world.kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    world
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(k.key_id())
+        .send()
+        .await
+        .unwrap();
+    k.arn().unwrap().to_owned()
+}
+
+/// Waits (15 s at most) for the notification of `rule` about `arn`; `seen` keeps what arrived.
+pub async fn note_for(world: &World, rule: &str, arn: &str, seen: &mut Vec<Value>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
+        if let Some(found) = seen
+            .iter()
+            .find(|b| b["rule_id"] == rule && b["finding"]["key_arn"] == arn)
+        {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {rule} notification for {arn}: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An IAM user with one access key created `created_days` ago and last used `used_days` ago
+/// (None: never); returns the key id.
+pub async fn iam_user(
+    world: &World,
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    created_days: i64,
+    used_days: Option<i64>,
+) -> String {
+    use trailguard_sandbox::state::{AccessKeyOverride, LastUsed};
+    iam.create_user().user_name(name).send().await.unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap();
+    let id = key.access_key_id().to_owned();
+    #[allow(clippy::disallowed_methods)]
+    let now = chrono::Utc::now();
+    world.sb.state().set_access_key(
+        &id,
+        AccessKeyOverride {
+            create_date: Some(now - chrono::Duration::days(created_days)),
+            last_used: Some(used_days.map(|d| LastUsed {
+                date: now - chrono::Duration::days(d),
+                service: "s3".into(),
+                region: "eu-west-1".into(),
+            })),
+        },
+    );
+    id
+}
+
+/// An access key's status, or None if it is gone.
+pub async fn key_status(iam: &aws_sdk_iam::Client, user: &str, key: &str) -> Option<String> {
+    let l = iam.list_access_keys().user_name(user).send().await.unwrap();
+    l.access_key_metadata()
+        .iter()
+        .find(|m| m.access_key_id() == Some(key))
+        .map(|m| m.status().unwrap().as_str().to_owned())
 }

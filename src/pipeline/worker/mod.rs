@@ -110,8 +110,8 @@ impl<R: Remediator> Worker<R> {
         if let Some(action) = job.pending_action() {
             job.remediation_started = Some(self.clock.now());
             let r = match self.audit(&job) {
-                Err(blocked) => blocked,
-                Ok(()) => {
+                Some(refused) => refused,
+                None => {
                     let f = &job.finding;
                     self.remediator
                         .remediate(action, f.key_arn.as_deref(), f.account.as_deref())

@@ -125,10 +125,18 @@ impl<R: Remediator> Worker<R> {
 
     /// `kms_protection_removed`: reported only if the alias or tag protected the key.
     async fn protection_removed(&mut self, job: &mut Job, arn: &str, at: DateTime<Utc>) -> bool {
-        let before = at - chrono::Duration::milliseconds(1);
-        let Ok(facts) = self.facts_at(arn, before).await else {
+        let Ok(mut facts) = self.facts_at(arn, at).await else {
             return true; // unknown: say so rather than stay silent
         };
+        // Just before the change, the key had what it removed.
+        if let Some(alias) = &job.finding.key_alias
+            && !facts.aliases.contains(alias)
+        {
+            facts.aliases.push(alias.clone());
+        }
+        for k in &job.finding.tag_keys {
+            facts.tags.push((k.clone(), "*".into()));
+        }
         let Some(line) = plan::protected_by(&self.policy, arn, &facts) else {
             return false;
         };
@@ -180,6 +188,7 @@ impl<R: Remediator> Worker<R> {
             return;
         }
         let tags = self.policy.needs_tags();
+        let mut complete = true;
         for region in self.regions.clone() {
             match self.remediator.region_facts(&region, &self.account, tags).await {
                 Ok(all) => {
@@ -195,17 +204,21 @@ impl<R: Remediator> Worker<R> {
                     }
                 }
                 Err(e) => {
+                    complete = false;
                     warn!(region = %region, error = %e, "Cannot refresh the keys' aliases and tags; decisions use what was last known.")
                 }
             }
+        }
+        if complete {
+            telemetry::facts_refreshed(self.clock.host_now().timestamp() as f64);
         }
     }
 
     /// The independent check every action passes before it is taken: trailguard never acts on
     /// its own calls, nor against an exemption covering the key at the event's time. A refusal
     /// here means a decision went wrong: it is counted in
-    /// `trailguard_actions_outside_policy_total`, which must stay 0.
-    pub(super) fn audit(&self, job: &Job) -> Result<(), Remediation> {
+    /// `trailguard_actions_outside_policy_total`, which must stay 0. Returns the refusal, if any.
+    pub(super) fn audit(&self, job: &Job) -> Option<Remediation> {
         let f = &job.finding;
         let why = if self.own.made(f) {
             Some("the event was trailguard's own call".to_owned())
@@ -222,7 +235,7 @@ impl<R: Remediator> Worker<R> {
         } else {
             None
         };
-        let Some(why) = why else { return Ok(()) };
+        let why = why?;
         telemetry::outside_policy();
         error!(rule_id = %f.rule_id, event_id = %f.event_id, reason = %why, "An action outside the policy was refused. This is a trailguard bug: please report it.");
         let action = match job.pending_action() {
@@ -232,6 +245,6 @@ impl<R: Remediator> Worker<R> {
         let mut r = Remediation::new(action);
         r.outcome = Outcome::NotActionable;
         r.detail = format!("refused by trailguard's own audit: {why}");
-        Err(r)
+        Some(r)
     }
 }

@@ -172,7 +172,7 @@ fn use_at(id: &str, secs: i64) -> Job {
 async fn many_uses_of_a_key_make_one_rescue_one_message_and_one_summary() {
     let b = Bench::start(FakeRemediator::default(), Policy::default());
     for i in 0..200 {
-        b.send(use_at(&format!("u-{i}"), -1 - (i % 50)));
+        b.send(use_at(&format!("u-{i}"), -3 - (i % 50)));
     }
     b.settle().await;
     assert_eq!(b.remediations(), 1);

@@ -68,9 +68,9 @@ pub struct Fault {
     /// request; with `fail_next` or `error_rate` only the requests those select.
     pub hang: bool,
     /// Whether `hang` applies only to the requests `fail_next`/`error_rate` select (fixed when
-    /// the fault is set, so an exhausted `fail_next` stops hanging).
+    /// the fault is set, so an exhausted `fail_next` stops hanging). Set by `set_fault`.
     #[serde(skip)]
-    pub(crate) selective: bool,
+    pub selective: bool,
 }
 
 impl Default for Fault {
