@@ -22,10 +22,11 @@
 //! - **catch-up**: while `head` is more than a slice behind `now`, read the next slice after it.
 //! - **head**: once caught up, every `poll_interval`, read from `head` (less [`OVERLAP`], since
 //!   `eventTime` has second precision and bounds are inclusive) to `now`.
-//! - **lookback**: every `lookback_interval` (S), re-read from `now - max_delivery_delay - S`
-//!   (D + S) to `head`. An event delivered d ≤ D after its `eventTime` t becomes visible at
-//!   t + d; the first lookback that begins at or after that begins before t + d + S ≤ t + D + S,
-//!   and reads back to its begin time minus D + S, which is ≤ t: it is caught within S (plus the
+//! - **lookback**: every `lookback_interval` (S), at the first poll (every P) after it is due,
+//!   re-read from `now - max_delivery_delay - S - P` to `head`. An event delivered d ≤ D after
+//!   its `eventTime` t becomes visible at t + d; lookbacks begin at most S + P apart, so the
+//!   first one at or after that begins before t + d + S + P ≤ t + D + S + P, and reads back to
+//!   its begin time minus D + S + P, which is ≤ t: it is caught within S + P (plus the
 //!   lookback's own reading time) of becoming visible. When the lookback span fits in one slice
 //!   it is merged into the head read (one request when idle); otherwise it is read in slices
 //!   after the head read, with its progress checkpointed like the head's. No lookback runs during
@@ -69,12 +70,15 @@ pub const FIRST_SLICE: Duration = Duration::from_secs(60);
 pub struct Schedule {
     pub max_delivery_delay: Duration,
     pub lookback_interval: Duration,
+    /// Lookbacks start at polls, so one can begin up to a poll interval after it is due.
+    pub poll_interval: Duration,
 }
 
 impl Schedule {
-    /// How far back a lookback reads: D + S.
+    /// How far back a lookback reads: D + S + P (P: a lookback begins at the first poll after it
+    /// is due, so lookbacks begin at most S + P apart).
     pub fn lookback_span(&self) -> Duration {
-        self.max_delivery_delay + self.lookback_interval
+        self.max_delivery_delay + self.lookback_interval + self.poll_interval
     }
 }
 

@@ -1,5 +1,5 @@
-//! Globs on names and ARNs (`*` any run, `?` one character): the one place trailguard matches
-//! them. Pure, and linear in practice: `wildmatch` backtracks only to the last `*`, so a
+//! Globs on names and ARNs (`*` any run, `?` one character), and the CloudWatch Logs
+//! wildcard of the pattern language (`*` only): the one place trailguard matches them. Pure, and linear in practice: `wildmatch` backtracks only to the last `*`, so a
 //! pattern with many stars cannot blow up the way naive recursive matching does.
 
 use wildmatch::WildMatch;
@@ -35,6 +35,27 @@ impl PartialEq for Glob {
 }
 
 impl Eq for Glob {}
+
+/// CloudWatch Logs' wildcard: `*` is any run of characters, everything else (`?` included) is
+/// literal, case-sensitive. Linear: each literal part is found leftmost, after the previous.
+pub fn stars(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
 
 /// One-off match of `pattern` against `text`.
 pub fn matches(pattern: &str, text: &str) -> bool {

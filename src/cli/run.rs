@@ -16,6 +16,20 @@ use crate::telemetry::{self, Health, Known};
 
 pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
     telemetry::init_logging(cfg.log.format, &cfg.log.level);
+    // systemd tells the watchdog's period; the poll loops ping it at least once a poll.
+    if let Some(watchdog) = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_micros)
+        && cfg.cloudtrail.poll_interval * 2 > watchdog
+    {
+        eprintln!(
+            "trailguard: cloudtrail.poll_interval ({}) must be at most half of systemd's WatchdogSec ({}), or the watchdog fires between two polls",
+            humantime::format_duration(cfg.cloudtrail.poll_interval),
+            humantime::format_duration(watchdog)
+        );
+        return ExitCode::from(super::EXIT_CONFIG);
+    }
     let clock = Clock::new();
     let specs = pipeline::pollers(&cfg);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();

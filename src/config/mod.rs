@@ -154,6 +154,13 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)], p: &mut Problems
             continue;
         };
         let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            p.push(
+                k.clone(),
+                "names no configuration key: use TRAILGUARD__KEY or TRAILGUARD__SECTION__KEY",
+            );
+            continue;
+        }
         if let Err(part) = set(table, &path, toml::Value::String(v.clone())) {
             p.push(
                 path.join("."),
@@ -255,7 +262,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// As [`load`], with the environment given (tests).
 pub fn load_from(path: &Path, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
     let doc = document(path, &env)?;
-    let (raw, mut p) = read(&doc, &env)?;
+    validate(&doc, &env)
+}
+
+/// Validates a configuration document given as text (relative paths against the working
+/// directory), with the environment given: as `TRAILGUARD_CONFIG_TOML` does.
+pub fn load_text(text: &str, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+    let doc = Document {
+        name: "(text)".into(),
+        text: text.to_owned(),
+        base: None,
+    };
+    validate(&doc, &env)
+}
+
+fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let (raw, mut p) = read(doc, env)?;
     let dry_run = raw.dry_run.get("dry_run", &mut p).unwrap_or(false);
     let regions = section(&mut p, Regions::try_from(raw.aws));
     let cloudtrail = section(&mut p, CloudTrailConfig::try_from(raw.cloudtrail));

@@ -4,6 +4,7 @@ use chrono::TimeZone;
 const S: Schedule = Schedule {
     max_delivery_delay: Duration::from_secs(15 * 60),
     lookback_interval: Duration::from_secs(5 * 60),
+    poll_interval: Duration::from_secs(15),
 };
 
 fn t(secs: i64) -> DateTime<Utc> {

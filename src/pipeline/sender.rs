@@ -31,10 +31,18 @@ pub struct Sender<N> {
 impl<N: Notifier> Sender<N> {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        // After a failure, nothing is tried until then, however often new messages wake us.
+        let mut paused_until: Option<tokio::time::Instant> = None;
         loop {
-            let wait = match self.round(&mut failures).await {
-                Some(wait) => wait,
-                None => Duration::from_secs(60),
+            let now = tokio::time::Instant::now();
+            let wait = match paused_until.filter(|p| *p > now) {
+                Some(p) => p - now,
+                None => {
+                    let before = failures;
+                    let wait = self.round(&mut failures).await.unwrap_or(Duration::from_secs(60));
+                    paused_until = (failures > before).then(|| tokio::time::Instant::now() + wait);
+                    wait
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,

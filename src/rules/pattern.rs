@@ -141,7 +141,8 @@ impl<'a> Parser<'a> {
     fn eat_word(&mut self, word: &str) -> bool {
         self.ws();
         let r = self.rest();
-        if r.len() >= word.len() && r[..word.len()].eq_ignore_ascii_case(word) {
+        if r.len() >= word.len() && r.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes()) {
+            // `word` is ASCII, so a match ends on a character boundary.
             let next = r[word.len()..].chars().next();
             if next.is_none_or(|c| !c.is_ascii_alphanumeric()) {
                 self.pos += word.len();
@@ -404,22 +405,5 @@ pub fn selectors(e: &Expr, out: &mut Vec<Selector>) {
     }
 }
 
-/// `*` wildcard match (any run of characters), case-sensitive.
-pub fn wildcard(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
+/// `*` wildcard match (any run of characters), case-sensitive: see [`crate::glob::stars`].
+pub use crate::glob::stars as wildcard;

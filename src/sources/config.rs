@@ -120,6 +120,7 @@ impl CloudTrailConfig {
             schedule: Schedule {
                 max_delivery_delay,
                 lookback_interval,
+                poll_interval,
             },
             max_requests_per_second,
             start_from,

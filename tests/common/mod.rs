@@ -380,7 +380,10 @@ impl Guard {
         env: &[(&str, &str)],
     ) -> Self {
         let log = world.dir.join(format!("trailguard-{}.log", uuid::Uuid::new_v4()));
-        let child = Command::new(env!("CARGO_BIN_EXE_trailguard"))
+        // scripts/reliability.sh runs the harness against a release build.
+        let bin =
+            std::env::var("TRAILGUARD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trailguard").to_owned());
+        let child = Command::new(bin)
             .arg("run")
             .arg("--config")
             .arg(config)

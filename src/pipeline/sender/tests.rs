@@ -70,7 +70,14 @@ async fn a_ten_minute_outage_loses_nothing_repeats_nothing_and_costs_few_attempt
         wake,
         topic: true,
     };
+    let wake = sender.wake.clone();
     let task = tokio::spawn(sender.run(shutdown.clone()));
+    // More messages arrive during the outage, each waking the sender.
+    for e in &entries[10..] {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        store.enqueue(std::slice::from_ref(e), &[]).unwrap();
+        wake.notify_one();
+    }
     tokio::time::sleep(Duration::from_secs(10 * 60 + 5 * 60 + 10)).await;
     let published = sns.published.lock().unwrap().clone();
     let mut unique = published.clone();
