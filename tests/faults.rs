@@ -213,7 +213,7 @@ async fn half_of_all_lookups_throttled_loses_nothing_and_never_exceeds_the_quota
     let mut last = world.sb.state().counter("cloudtrail.LookupEvents");
     while started.elapsed() < outage {
         let i = injected as usize;
-        let r = if i % 3 == 0 {
+        let r = if i.is_multiple_of(3) {
             use_record(&format!("t-{i}"), &keys[(i / 3) % keys.len()], Utc::now())
         } else {
             benign_record(&format!("t-{i}"), Utc::now())
@@ -531,7 +531,7 @@ async fn two_hours_of_downtime_are_caught_up_at_the_quota_share_while_ready_and_
                 - chrono::Duration::milliseconds(
                     (downtime.as_millis() as f64 * (1.0 - i as f64 / backlog as f64)) as i64,
                 );
-            if i % (backlog / keys.len()).max(1) == 0 {
+            if i.is_multiple_of((backlog / keys.len()).max(1)) {
                 use_record(
                     &format!("d-{i}"),
                     &keys[(i / (backlog / keys.len()).max(1)) % keys.len()],
