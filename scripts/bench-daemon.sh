@@ -4,15 +4,25 @@
 #                                              LookupEvents to the verified rescue, N rescues
 #   scripts/bench-daemon.sh idle [SECONDS]     LookupEvents calls and resident memory after
 #                                              SECONDS idle (default 600) at the default 15s poll
+#   SNS_HANG=1 scripts/bench-daemon.sh latency [N]
+#                                              the same latency while SNS accepts connections and
+#                                              never answers (notifications wait; rescues must not)
 set -euo pipefail
 mode="${1:-latency}"
 source "$(dirname "${BASH_SOURCE[0]}")/bench-sandbox.sh"
 poll="15s"; [ "$mode" = latency ] && poll="${POLL:-5s}"
+topic="$(AWS_ACCESS_KEY_ID=AKIABENCHADMIN AWS_SECRET_ACCESS_KEY=x "$root/.venv/bin/python" -c "
+import boto3; print(boto3.client('sns', endpoint_url='$endpoint', region_name='us-east-1').create_topic(Name='bench')['TopicArn'])")"
+if [ "${SNS_HANG:-0}" = 1 ]; then
+  curl -sf -XPOST "$endpoint/_sandbox/faults/sns" -d '{"operations": ["Publish"], "hang": true}' >/dev/null
+fi
 cat > "$work/trailguard.toml" <<TOML
 [aws]
 regions = ["us-east-1"]
 [cloudtrail]
 poll_interval = "$poll"
+[notify]
+sns_topic_arn = "$topic"
 [state]
 dir = "$work/state"
 [server]
@@ -21,7 +31,7 @@ listen = "127.0.0.1:$tg_port"
 level = "warn"
 TOML
 export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
-AWS_ACCESS_KEY_ID=AKIABENCHGUARD "$bin/trailguard" run --config "$work/trailguard.toml" 2>"$work/tg.log" &
+AWS_ACCESS_KEY_ID=AKIABENCHGUARD "$tg_bin" run --config "$work/trailguard.toml" 2>"$work/tg.log" &
 tg=$!; pids+=($tg)
 for _ in $(seq 150); do curl -sf "http://127.0.0.1:$tg_port/readyz" >/dev/null && break; sleep 0.1; done
 

@@ -1,11 +1,13 @@
 # Sourced by the benchmark scripts: release builds of trailguard and its sandbox, a sandbox on a
-# free loopback port, and cleanup on exit. Sets: root, bin, work, endpoint, sb_port, tg_port,
-# pids (append every background process to it).
+# free loopback port, and cleanup on exit. Sets: root, bin, tg_bin, work, endpoint, sb_port,
+# tg_port, pids (append every background process to it). TRAILGUARD_BIN runs another trailguard
+# binary (e.g. an earlier build, to compare before and after in the same run).
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 tests/setup.sh >/dev/null
 cargo build --quiet --release -p trailguard -p trailguard-sandbox
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+tg_bin="${TRAILGUARD_BIN:-$bin/trailguard}"
 work="$(mktemp -d)"
 port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sb_port="$(port_of)"; tg_port="$(port_of)"

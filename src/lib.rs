@@ -30,6 +30,7 @@
 //! - [`aws`]: the one AWS layer: clients with timeouts, the retry policy, the shared
 //!   `LookupEvents` rate limiter, error classification, and the adapters for the seams above;
 //! - [`clock`]: AWS time, estimated from AWS's responses;
+//! - [`lease`]: one writer per account, across hosts;
 //! - [`state`]: the redb store and the exactly-once protocol;
 //! - [`telemetry`]: logs, metric names and labels, the health endpoints;
 //! - [`config`]: the document and environment, assembled from each domain's validated section;
@@ -50,6 +51,7 @@ pub mod event;
 pub mod glob;
 pub mod iam;
 pub mod job;
+pub mod lease;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;

@@ -18,6 +18,7 @@ pub enum Service {
     Iam,
     Sns,
     Sts,
+    DynamoDb,
 }
 
 impl Service {
@@ -27,6 +28,7 @@ impl Service {
         Service::Iam,
         Service::Sns,
         Service::Sts,
+        Service::DynamoDb,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Service {
             Service::Iam => "iam",
             Service::Sns => "sns",
             Service::Sts => "sts",
+            Service::DynamoDb => "dynamodb",
         }
     }
 }

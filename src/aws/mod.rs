@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod iam;
 pub mod kms;
+pub mod lease;
 pub mod limiter;
 pub mod retry;
 pub mod sns;
@@ -111,6 +112,7 @@ enum Client {
     iam(aws_sdk_iam::Client),
     sns(aws_sdk_sns::Client),
     sts(aws_sdk_sts::Client),
+    dynamodb(aws_sdk_dynamodb::Client),
 }
 
 /// The SDK configuration and the clients made from it, one per service and region.
@@ -147,6 +149,7 @@ impl Aws {
     client_for!(iam, aws_sdk_iam);
     client_for!(sns, aws_sdk_sns);
     client_for!(sts, aws_sdk_sts);
+    client_for!(dynamodb, aws_sdk_dynamodb);
 }
 
 /// An SDK error of any operation.

@@ -11,7 +11,7 @@ use crate::aws::{self, Aws};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::pipeline::{self, Daemon};
-use crate::state::Store;
+use crate::state::{StateError, Store};
 use crate::telemetry::{self, Health, Known};
 
 pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
@@ -48,14 +48,6 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
         },
         clock.host_now().timestamp() as f64,
     );
-    let store = match Store::open(&cfg.state_dir, reset_state) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot use the state store.");
-            eprintln!("trailguard: {e}");
-            return ExitCode::from(EXIT_STATE);
-        }
-    };
     let listener = match telemetry::bind(cfg.server.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -64,8 +56,30 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
         }
     };
     let health = Health::new(&names, cfg.cloudtrail.poll_interval);
-    let aws = Aws::new(aws::load_sdk_config().await, clock);
     let shutdown = CancellationToken::new();
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    let store = tokio::select! {
+        store = open_store(&cfg.state_dir, reset_state, &health) => match store {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot use the state store.");
+                eprintln!("trailguard: {e}");
+                shutdown.cancel();
+                return ExitCode::from(EXIT_STATE);
+            }
+        },
+        _ = signal() => {
+            shutdown.cancel();
+            let _ = server.await;
+            return ExitCode::SUCCESS;
+        }
+    };
+    let aws = Aws::new(aws::load_sdk_config().await, clock);
     let grace = cfg.server.shutdown_grace;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -79,12 +93,6 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
     if cfg.dry_run {
         tracing::warn!("Dry run: trailguard matches and notifies what it would do, and changes nothing.");
     }
-    let server = tokio::spawn(telemetry::serve(
-        listener,
-        metrics,
-        health.clone(),
-        shutdown.clone(),
-    ));
     let daemon = Daemon {
         config: cfg,
         store,
@@ -129,6 +137,32 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
                 "Work did not finish within the shutdown grace period."
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the state store; while another trailguard process on this host holds it (the state
+/// file's own lock), stands by and tries again.
+async fn open_store(dir: &std::path::Path, reset: bool, health: &Health) -> Result<Store, StateError> {
+    let mut said = false;
+    loop {
+        match Store::open(dir, reset) {
+            Err(StateError::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                path,
+            }) => {
+                let why = format!("another trailguard process uses the state file {path}");
+                if !said {
+                    tracing::warn!(reason = %why, "Standing by.");
+                    said = true;
+                }
+                health.set_standby(Some(why));
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            other => {
+                health.set_standby(None);
+                return other;
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::actions::config::{KmsConfig, RawKms};
 use crate::arn;
 use crate::aws::config::{RawAws, Regions};
 use crate::iam::config::{IamConfig, RawIam};
+use crate::lease::{LeaseConfig, RawLease};
 use crate::notify::config::{NotifyConfig, RawNotify};
 use crate::plan::Policy;
 use crate::rules::{RawRule, RuleSet};
@@ -47,6 +48,7 @@ struct RawConfig {
     server: RawServer,
     log: RawLog,
     iam: RawIam,
+    lease: RawLease,
     rules: Field<Vec<RawRule>>,
     rules_dir: Field<String>,
 }
@@ -63,6 +65,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub iam: Option<IamConfig>,
+    pub lease: LeaseConfig,
     /// The effective rules: built-ins, overridden and extended by `[[rules]]` and `rules_dir`.
     pub rules: Arc<RuleSet>,
 }
@@ -287,10 +290,13 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
     let server = section(&mut p, ServerConfig::try_from(raw.server));
     let log = section(&mut p, LogConfig::try_from(raw.log));
     let iam = section(&mut p, Option::<IamConfig>::try_from(raw.iam));
+    let lease = section(&mut p, LeaseConfig::try_from(raw.lease));
     let rule_list = raw.rules.get("rules", &mut p).unwrap_or_default();
     let rules_dir = raw.rules_dir.get("rules_dir", &mut p);
     let rules = rules::load(rule_list, rules_dir, doc.base.as_deref(), &mut p);
-    match (regions, cloudtrail, kms, notify, state, server, log, iam, rules) {
+    match (
+        regions, cloudtrail, kms, notify, state, server, log, iam, lease, rules,
+    ) {
         (
             Some(regions),
             Some(cloudtrail),
@@ -300,6 +306,7 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
             Some(server),
             Some(log),
             Some(iam),
+            Some(lease),
             Some(rules),
         ) if p.is_empty() => Ok(Config {
             dry_run,
@@ -311,6 +318,7 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
             server,
             log,
             iam,
+            lease,
             rules: Arc::new(rules),
         }),
         _ => Err(p.into()),

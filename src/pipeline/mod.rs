@@ -10,6 +10,7 @@
 //! Each box is a task with `run(self, shutdown)`; a `TaskTracker` waits for them all. The
 //! poller list is built once ([`pollers`]) and shared with health and metrics.
 
+mod lease;
 mod poller;
 mod sender;
 mod sweep;
@@ -119,18 +120,55 @@ impl Daemon {
         }
     }
 
-    /// Runs until `shutdown`, then lets the work in flight finish. Fails only if the state
-    /// cannot be trusted.
+    /// Runs until `shutdown`, then lets the work in flight finish. With `lease.table`, acts only
+    /// while holding the account's lease, standing by otherwise. Fails only if the state cannot
+    /// be trusted.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StateError> {
         let specs = pollers(&self.config);
         let Some(identity) = self.identity(&specs, &shutdown).await else {
             return Ok(());
         };
+        let Some(table) = self.config.lease.table.clone() else {
+            telemetry::lease_held(true);
+            return self.work(&specs, &identity, shutdown).await;
+        };
+        let region = self.config.regions.first().cloned().unwrap_or_default();
+        let lease = lease::Lease {
+            api: aws::lease::DynamoLease::new(&self.aws, &region, &table),
+            account: identity.account.clone(),
+            config: self.config.lease.clone(),
+            clock: self.aws.clock().clone(),
+            health: self.health.clone(),
+        };
+        loop {
+            let Some(held) = lease.wait(&shutdown).await else {
+                return Ok(());
+            };
+            let work = shutdown.child_token();
+            let keeper = tokio::spawn(lease.clone().keep(held, work.clone()));
+            let result = self.work(&specs, &identity, work.clone()).await;
+            work.cancel();
+            let _ = keeper.await;
+            telemetry::lease_held(false);
+            if shutdown.is_cancelled() || result.is_err() {
+                lease.release().await;
+                return result;
+            }
+        }
+    }
+
+    /// The pipeline, until `shutdown` (or the lease is lost).
+    async fn work(
+        &self,
+        specs: &[PollerSpec],
+        identity: &Identity,
+        shutdown: CancellationToken,
+    ) -> Result<(), StateError> {
         let clock = self.aws.clock().clone();
         let now = clock.now();
         let cfg = &self.config;
         let mut starts = Vec::new();
-        for s in &specs {
+        for s in specs {
             let cursor = match self.store.cursor(&s.name)? {
                 Some(c) => c,
                 None => {

@@ -59,9 +59,16 @@ impl Health {
         }
     }
 
-    /// Marks the daemon as standing by (or acting again with `None`).
+    /// Marks the daemon as standing by (or acting again with `None`). Leaving standby starts the
+    /// pollers' clocks afresh.
     pub fn set_standby(&self, why: Option<String>) {
+        let leaving = why.is_none();
         *self.standby.lock().unwrap_or_else(|e| e.into_inner()) = why;
+        if leaving {
+            for times in self.lock().values_mut() {
+                *times = (Some(Instant::now()), None);
+            }
+        }
     }
 
     /// How stale a poller may be before the daemon is unhealthy or not ready: three poll
@@ -70,10 +77,11 @@ impl Health {
         (self.poll_interval * 3).max(Duration::from_secs(60))
     }
 
-    /// Alive: every poller's loop has run recently (or we just started).
+    /// Alive: every poller's loop has run recently (or we just started, or stand by).
     pub fn healthy(&self) -> Result<(), String> {
         let limit = self.limit();
-        if self.started.elapsed() < limit {
+        if self.started.elapsed() < limit || self.standby.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        {
             return Ok(());
         }
         for (poller, (attempt, _)) in self.lock().iter() {

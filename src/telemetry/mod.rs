@@ -152,6 +152,7 @@ pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
     }
     counter!(names::STATE_QUARANTINED).absolute(0);
     counter!(names::OUTSIDE_POLICY).absolute(0);
+    gauge!(names::LEASE_HELD).set(0.0);
     outbox(0, Duration::ZERO);
     handle
 }
@@ -231,6 +232,10 @@ pub fn iam_sweep(outcome: SweepOutcome, keys: Option<usize>, now_unix: f64) {
 
 pub fn clock_skew(seconds: f64) {
     gauge!(names::CLOCK_SKEW).set(seconds);
+}
+
+pub fn lease_held(held: bool) {
+    gauge!(names::LEASE_HELD).set(if held { 1.0 } else { 0.0 });
 }
 
 pub fn facts_refreshed(now_unix: f64) {

@@ -25,6 +25,7 @@ pub const IAM_LAST_SWEEP: &str = "trailguard_iam_last_sweep_timestamp_seconds";
 pub const IAM_KEYS_SEEN: &str = "trailguard_iam_access_keys";
 pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
 pub const OUTSIDE_POLICY: &str = "trailguard_actions_outside_policy_total";
+pub const LEASE_HELD: &str = "trailguard_lease_held";
 pub const FACTS_REFRESHED: &str = "trailguard_kms_facts_refreshed_timestamp_seconds";
 
 /// Whether a metric is a counter or a gauge.
@@ -137,6 +138,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         STATE_QUARANTINED,
         Kind::Counter,
         "State entries that did not decode and were moved aside",
+    ),
+    (
+        LEASE_HELD,
+        Kind::Gauge,
+        "1 while this instance holds the lease and acts; 0 while another does and this one stands by",
     ),
     (
         FACTS_REFRESHED,

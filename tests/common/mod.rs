@@ -460,6 +460,11 @@ impl Guard {
     /// SIGTERM, then the exit status, which must come within `limit`. Every run ends having
     /// taken no action outside its policy.
     pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        self.terminate_ref(limit).await
+    }
+
+    /// As [`Guard::terminate`], for a guard that cannot be moved.
+    pub async fn terminate_ref(&mut self, limit: Duration) -> std::process::ExitStatus {
         let outside = self.metric("trailguard_actions_outside_policy_total").await;
         assert_eq!(outside, 0.0, "actions outside the policy:\n{}", self.logs());
         self.signal("TERM");
