@@ -267,7 +267,7 @@ impl Daemon {
             windows: windows.into_iter().collect::<HashMap<_, _>>(),
             regions: cfg.regions.clone(),
             account: identity.account.clone(),
-            own: Own::new(&identity),
+            own: Own::new(identity),
             known: HashMap::new(),
         };
         tracker.spawn(worker.run(resumed, rx, shutdown.clone()));
