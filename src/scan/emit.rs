@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use super::Stats;
+use super::prefilter::Prefilter;
 use crate::rules::compiled::{CompiledSet, Scalar};
 use crate::rules::pattern::{self, Step};
 use crate::rules::{KeyFields, RuleSet, key_arn_of};
@@ -37,6 +38,7 @@ pub(crate) struct Compiled<'r> {
     pub rules_only: CompiledSet,
     fields: Vec<usize>,
     arns: Vec<usize>,
+    prefilter: Prefilter,
 }
 
 impl<'r> Compiled<'r> {
@@ -66,6 +68,7 @@ impl<'r> Compiled<'r> {
             rules_only,
             fields,
             arns,
+            prefilter: Prefilter::new(rules),
         }
     }
 }
@@ -211,7 +214,16 @@ impl<'c, 'r> Emitter<'c, 'r> {
     }
 
     /// One record of a `Records` array (its bytes, as cut by the splitter).
+    /// A record no rule can match is only validated; a record that does not validate is read
+    /// as any other, for its error.
     pub(crate) fn record(&mut self, text: &[u8], file: &str, out: &mut Vec<u8>) -> Option<serde_json::Error> {
+        if text.trim_ascii_start().first() == Some(&b'{')
+            && self.c.prefilter.skips(text)
+            && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+        {
+            self.stats.records += 1;
+            return None;
+        }
         self.two_pass(text, file, out, true)
     }
 

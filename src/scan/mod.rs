@@ -34,6 +34,7 @@ mod buffer;
 mod emit;
 mod input;
 mod pipeline;
+mod prefilter;
 mod records;
 mod serial;
 mod split;

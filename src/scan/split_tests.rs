@@ -137,7 +137,7 @@ fn escapes_match_a_byte_at_a_time_reference() {
         let mut padded = input.clone();
         padded.resize(input.len().div_ceil(64) * 64, b' ');
         for (k, block) in padded.chunks(64).enumerate() {
-            let (b, c) = s.structural(block.try_into().unwrap());
+            let (b, c) = s.structural(classify(block.try_into().unwrap()));
             let mut m = b | c;
             while m != 0 {
                 got.push(k * 64 + m.trailing_zeros() as usize);
