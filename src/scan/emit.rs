@@ -79,6 +79,11 @@ pub(crate) struct Emitter<'c, 'r> {
     pub stats: Stats,
 }
 
+/// Whether `text` is one JSON value (only validated: what `IgnoredAny` does).
+fn valid(text: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+}
+
 fn str_of<'a>(s: &'a Scalar<'_>) -> Option<&'a str> {
     match s {
         Scalar::Str(v) => Some(v.as_ref()),
@@ -217,10 +222,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
     /// A record no rule can match is only validated; a record that does not validate is read
     /// as any other, for its error.
     pub(crate) fn record(&mut self, text: &[u8], file: &str, out: &mut Vec<u8>) -> Option<serde_json::Error> {
-        if text.trim_ascii_start().first() == Some(&b'{')
-            && self.c.prefilter.skips(text)
-            && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
-        {
+        if self.c.prefilter.skips(text) && valid(text) {
             self.stats.records += 1;
             return None;
         }
@@ -255,6 +257,10 @@ impl<'c, 'r> Emitter<'c, 'r> {
             let line = &chunk[start..end.max(start)];
             start = end + 1;
             if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if self.c.prefilter.skips_line(line) && valid(line) {
+                self.stats.records += 1;
                 continue;
             }
             if let Some(e) = self.two_pass(line, file, out, false) {

@@ -18,6 +18,9 @@ pub(crate) struct Prefilter {
     /// Every needed text of every rule (a SIMD multi-substring search, Teddy); `None` when
     /// some rule needs none.
     texts: Option<Searcher>,
+    /// The same, and the keys that make an object a document of records (`"Records"`,
+    /// `"Events"`): for a line, which may be either.
+    texts_or_wrappers: Option<Searcher>,
 }
 
 /// Texts of which one must appear for `e` to match, or `None` when it needs none.
@@ -67,20 +70,40 @@ impl Prefilter {
         for r in &rules.rules {
             match pattern::parse(&r.pattern).ok().as_ref().and_then(needed) {
                 Some(v) => all.extend(v),
-                None => return Prefilter { texts: None },
+                None => {
+                    return Prefilter {
+                        texts: None,
+                        texts_or_wrappers: None,
+                    };
+                }
             }
         }
+        let texts = Searcher::new(&all);
+        all.extend(["\"Records\"".to_owned(), "\"Events\"".to_owned()]);
         Prefilter {
-            texts: Searcher::new(&all),
+            texts,
+            texts_or_wrappers: Searcher::new(&all),
         }
     }
 
     /// Whether no rule can match the record `text` (one JSON object, not yet validated).
     pub(crate) fn skips(&self, text: &[u8]) -> bool {
-        let Some(ac) = &self.texts else {
-            return false;
-        };
-        text.is_ascii() && memchr::memchr(b'\\', text).is_none() && ac.find(text).is_none()
+        Self::none_in(self.texts.as_ref(), text)
+    }
+
+    /// Whether `line` (one JSON object, not yet validated) is a single record no rule can
+    /// match: it holds no `Records` or `Events` key either.
+    pub(crate) fn skips_line(&self, line: &[u8]) -> bool {
+        Self::none_in(self.texts_or_wrappers.as_ref(), line)
+    }
+
+    fn none_in(searcher: Option<&Searcher>, text: &[u8]) -> bool {
+        searcher.is_some_and(|s| {
+            text.trim_ascii_start().first() == Some(&b'{')
+                && text.is_ascii()
+                && memchr::memchr(b'\\', text).is_none()
+                && s.find(text).is_none()
+        })
     }
 }
 
@@ -97,6 +120,9 @@ mod tests {
         // An escape could spell a needed text: never skipped.
         assert!(!p.skips(br#"{"eventSource":"kms.amazonaws.com","eventName":"Disable\u004bey"}"#));
         assert!(!p.skips("{\"eventName\":\"Décrypt\"}".as_bytes()));
+        assert!(p.skips_line(br#"{"eventName":"Decrypt"}"#));
+        assert!(!p.skips_line(br#"{"Records":[{"eventName":"Decrypt"}]}"#));
+        assert!(!p.skips(b"[1]"));
         let e = |s: &str| needed(&pattern::parse(s).unwrap());
         assert_eq!(
             e("{ $.a = x* && ($.b = \"abc\" || $.b = abcd) }"),
