@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `trailguard scan` throughput and memory against its baselines, all in one run, best of 3 each:
+# `trailguard scan` throughput and memory against its baselines, all in one run, best of 3 each
+# (RUNS=N for best of N):
 #   NDJSON (one file), CloudTrail's own shape (1,000 gzip log files of {"Records":[...]}), and one
 #   250 MB {"Records":[...]} document (plain and gzipped);
 #   parse-only floors: every record into serde's IgnoredAny (examples/parse_only.rs), the files
@@ -12,12 +13,12 @@
 #
 # Needs jq, GNU time and python3 (Debian: jq, time, python3-venv). DuckDB comes from PyPI, pinned
 # in scripts/bench/requirements.txt, into a throwaway venv ($BENCH_VENV, default WORKDIR/venv).
-# Builds in release (CARGO_TARGET_DIR is honoured). BACKENDS="miniz zlib-rs" adds a row per
+# Builds in release (CARGO_TARGET_DIR is honoured). RUNS=5 takes the best of 5 instead of 3. BACKENDS="miniz zlib-rs" adds a row per
 # inflate backend for the gzip shapes (each a separate build of trailguard and parse_only).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-work="${1:-/tmp/trailguard-bench}"; n="${2:-200000}"
+work="${1:-/tmp/trailguard-bench}"; n="${2:-200000}"; runs="${RUNS:-3}"
 mkdir -p "$work"
 rm -f "$work"/*.secs
 corpus="$work/corpus-$n.ndjson"; logs="$work/logs-$n"; doc="$work/document-250.json"
@@ -50,7 +51,7 @@ pairs() { jq -r '[.event_id, .rule_id] | @tsv' | sort; }
 jq -c -f scripts/bench/builtin-rules.jq "$corpus" | pairs > "$work/jq.tsv"
 cmp -s "$work/tg.tsv" "$work/jq.tsv" || { echo "findings differ between trailguard and jq"; diff "$work/tg.tsv" "$work/jq.tsv" | head; exit 1; }
 "$tg" scan "$logs" 2>/dev/null | pairs > "$work/tg-logs.tsv"
-duck_secs=$("$venv/bin/python" scripts/bench/duckdb-rules.py "$logs/**/*.json.gz" "$work/duck.tsv" 3)
+duck_secs=$("$venv/bin/python" scripts/bench/duckdb-rules.py "$logs/**/*.json.gz" "$work/duck.tsv" "$runs")
 sort -o "$work/duck.tsv" "$work/duck.tsv"
 cmp -s "$work/tg-logs.tsv" "$work/duck.tsv" || { echo "findings differ between trailguard and DuckDB"; diff "$work/tg-logs.tsv" "$work/duck.tsv" | head; exit 1; }
 cmp -s "$work/tg.tsv" "$work/tg-logs.tsv" || { echo "findings differ between the NDJSON corpus and the log files"; exit 1; }
@@ -59,7 +60,7 @@ echo "findings: $(wc -l < "$work/tg.tsv") from trailguard, jq (NDJSON) and DuckD
 measure() { # key, label, MB, command...
   local key="$1" label="$2" size="$3"; shift 3
   local best=999999 rss=0
-  for _ in 1 2 3; do
+  for _ in $(seq "$runs"); do
     /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" > /dev/null 2>&1 || true
     read -r secs kb < "$work/time.txt"
     best=$(python3 -c "print(min($best, $secs))"); rss=$(python3 -c "print(max($rss, $kb))")

@@ -1,7 +1,7 @@
 //! The parallel path: worker threads share one queue of files and one bounded queue of jobs,
 //! and the calling thread writes their output in input order.
 //!
-//! A worker takes the next file (at most `WINDOW` files past the oldest one not yet written)
+//! A worker takes the next file (at most 64 files per worker past the oldest one not yet written)
 //! and reads up to [`WHOLE`] bytes of it, decompressed. A file that ends within that is scanned
 //! there, whole: one document through serde_json from a slice, or its lines. A larger file
 //! waits until every file before it is written (helping with jobs meanwhile), then its worker
@@ -98,7 +98,7 @@ pub(crate) fn run(
             jobs: VecDeque::new(),
         }),
         cv: Condvar::new(),
-        window: 4 * threads,
+        window: 64 * threads,
         queue: 2 * threads,
         pool: Mutex::new(Vec::new()),
         broken: AtomicUsize::new(usize::MAX),
