@@ -7,14 +7,29 @@ use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
+/// Many gzip log files, huge documents, broken inputs: the parallel path against the
+/// single-threaded one.
+#[path = "scan/parallel.rs"]
+mod parallel;
+
 struct Run {
     code: i32,
     findings: Vec<Value>,
+    stdout: String,
     stderr: String,
 }
 
 fn trailguard(args: &[&str], stdin: Option<&[u8]>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trailguard"))
+    trailguard_threads(args, stdin, None)
+}
+
+/// With `TRAILGUARD_SCAN_THREADS` set (or left to its default).
+fn trailguard_threads(args: &[&str], stdin: Option<&[u8]>, threads: Option<usize>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trailguard"));
+    if let Some(n) = threads {
+        command.env("TRAILGUARD_SCAN_THREADS", n.to_string());
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -31,6 +46,7 @@ fn trailguard(args: &[&str], stdin: Option<&[u8]>) -> Run {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

@@ -1,0 +1,139 @@
+//! Evaluating a buffer held in memory: a file read whole, or a job's buffer of pieces.
+
+use std::io::{self, Read};
+
+use super::emit::Emitter;
+use super::input::{Shape, head, shape};
+use super::records::{Cut, Origin};
+use super::split::{Piece, Splitter};
+
+/// Reads `r` into `buf` until its end or `limit` bytes; returns how many, and a read error.
+/// `buf` stays initialized between files: its memory is zeroed once, not for every file.
+pub(crate) fn fill(r: &mut dyn Read, buf: &mut Vec<u8>, limit: usize) -> (usize, Option<io::Error>) {
+    let mut used = 0;
+    loop {
+        if used == buf.len() {
+            if used >= limit {
+                return (used, None);
+            }
+            buf.resize((used * 2).clamp(256 * 1024, limit), 0);
+        }
+        match r.read(&mut buf[used..]) {
+            Ok(0) => return (used, None),
+            Ok(n) => used += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (used, Some(e)),
+        }
+    }
+}
+
+/// A file read whole: scanned as the single-threaded path would stream it.
+pub(crate) fn whole(em: &mut Emitter, buf: &[u8], name: &str, out: &mut Vec<u8>, error: Option<io::Error>) {
+    let document = |em: &mut Emitter, out: &mut Vec<u8>| {
+        // Cut like a larger file's jobs, and evaluated here. After a read error, what is
+        // open at the end of the buffer is left out: the read error is the one reported.
+        let mut splitter = Splitter::new();
+        let mut found = Vec::new();
+        match error {
+            Some(_) => splitter.split_complete(buf, &mut |p| found.push(p)),
+            None => splitter.split(buf, true, &mut |p| found.push(p)),
+        };
+        !evaluate(em, buf, &found, Origin::START, name, out)
+    };
+    let read_error_counts = match shape(head(buf), name) {
+        Shape::Empty => true,
+        Shape::NotJson(message) => {
+            em.stats.unreadable.push(message);
+            false
+        }
+        Shape::Document => document(em, out),
+        Shape::Lines => {
+            let end = memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1);
+            match em.first_line(&buf[..end], name) {
+                None => document(em, out),
+                Some(found) => {
+                    out.extend(found);
+                    let rest = &buf[end..];
+                    // After a read error, only whole lines count.
+                    let rest = match error {
+                        Some(_) => &rest[..memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1)],
+                        None => rest,
+                    };
+                    em.lines(rest, name, 2, out);
+                    true
+                }
+            }
+        }
+    };
+    if let Some(e) = error
+        && read_error_counts
+    {
+        let line = memchr::memchr_iter(b'\n', buf).count() + 1;
+        em.stats
+            .unreadable
+            .push(format!("{name}:{line}: cannot read: {e}"));
+    }
+}
+
+/// Evaluates the pieces of one buffer; true when the document broke in it.
+pub(crate) fn pieces(em: &mut Emitter, c: &Cut, name: &str, out: &mut Vec<u8>) -> bool {
+    evaluate(em, &c.data, &c.pieces, c.origin, name, out)
+}
+
+/// Evaluates pieces cut from `data`, which starts at `origin`; true when the document broke.
+fn evaluate(
+    em: &mut Emitter,
+    data: &[u8],
+    pieces: &[Piece],
+    origin: Origin,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> bool {
+    const TAIL: &[u8] = b"{\"Records\":[]";
+    for p in pieces {
+        let (error, start, prefix) = match p {
+            Piece::Record(r) => (em.record(&data[r.clone()], name, out), r.start, 0),
+            Piece::Document(r) => {
+                let mut de = serde_json::Deserializer::from_slice(&data[r.clone()]);
+                (em.documents(&mut de, name, out).unwrap_or(None), r.start, 0)
+            }
+            Piece::Tail(r) => {
+                let text = [TAIL, &data[r.clone()]].concat();
+                let mut de = serde_json::Deserializer::from_slice(&text);
+                (
+                    em.documents(&mut de, name, out).unwrap_or(None),
+                    r.start,
+                    TAIL.len() as u64,
+                )
+            }
+            Piece::Error { at, eof, what } => {
+                let (line, column) = origin.locate(data, *at, *eof);
+                em.stats
+                    .unreadable
+                    .push(format!("{name}:{line}: {what} at line {line} column {column}"));
+                return true;
+            }
+        };
+        if let Some(e) = error {
+            em.stats
+                .unreadable
+                .push(located(name, &e, origin.after(&data[..start]), prefix));
+            return true;
+        }
+    }
+    false
+}
+
+/// A parse error in a piece that starts at `origin`, with its line and column in the input.
+fn located(name: &str, e: &serde_json::Error, origin: Origin, prefix: u64) -> String {
+    let (l, col) = (e.line() as u64, e.column() as u64);
+    let line = origin.line + l.saturating_sub(1);
+    let column = if l <= 1 {
+        (origin.before + col).saturating_sub(prefix)
+    } else {
+        col
+    };
+    let text = e.to_string();
+    let what = text.rsplit_once(" at line ").map_or(text.as_str(), |(w, _)| w);
+    format!("{name}:{line}: {what} at line {line} column {column}")
+}

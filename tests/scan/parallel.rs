@@ -1,0 +1,231 @@
+//! The parallel path gives what the single-threaded one gives: the same findings in the same
+//! order, the same unreadable reports, the same counts, on every shape of input.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Run, records, temp_dir, trailguard_threads};
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Record `i` of a tiled corpus: the five real records with fresh event ids.
+fn record(i: usize) -> Value {
+    let base = records();
+    let mut r = base[i % base.len()].clone();
+    r["eventID"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+    r
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The summary's counts and every unreadable report.
+fn reports(r: &Run) -> Vec<String> {
+    r.stderr
+        .lines()
+        .map(|l| match l.split_once(" records, ") {
+            // Bytes read may differ: a broken document's reader can have read further.
+            Some((counts, _)) => counts.to_owned(),
+            None => l.to_owned(),
+        })
+        .collect()
+}
+
+/// Scans `path` single-threaded and on three workers; both must agree in every byte of
+/// output and every report. Returns the parallel run.
+fn same(path: &Path) -> Run {
+    let p = path.to_str().unwrap();
+    let one = trailguard_threads(&["scan", p], None, Some(1));
+    let three = trailguard_threads(&["scan", p], None, Some(3));
+    assert_eq!(one.code, three.code, "{}\n{}", one.stderr, three.stderr);
+    assert_eq!(reports(&one), reports(&three));
+    assert!(
+        one.stdout == three.stdout,
+        "findings differ from the single-threaded path"
+    );
+    three
+}
+
+fn ids(r: &Run) -> Vec<String> {
+    r.findings
+        .iter()
+        .map(|f| f["event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A `{"Records": [...]}` log file of records `from..to`.
+fn log_file(from: usize, to: usize) -> Vec<u8> {
+    json!({ "Records": (from..to).map(record).collect::<Vec<_>>() })
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn many_gzip_log_files_give_the_single_threaded_findings_in_order() {
+    let dir = temp_dir();
+    let mut next = 0;
+    for f in 0..150 {
+        let n = (f * 37) % 61;
+        let name = format!(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/{:02}/111122223333_CloudTrail_us-east-1_20261123T{f:04}Z_x.json.gz",
+            1 + f / 50
+        );
+        write(&dir, &name, &gz(&log_file(next, next + n)));
+        next += n;
+    }
+    let r = same(&dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.findings.len(), next / 5 * 3 + [0, 1, 1, 2, 3][next % 5]);
+    let ids = ids(&r);
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "findings come in input order"
+    );
+    assert!(
+        r.stderr.contains(&format!("scanned 150 inputs, {next} records")),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Records `0..n` as one document larger than what a worker reads whole (4 MiB).
+fn huge(n: usize, pretty: bool) -> String {
+    let doc =
+        json!({ "Records": (0..n).map(record).collect::<Vec<_>>(), "nextToken": {"a": [1, {"b": "]}"}]} });
+    if pretty {
+        serde_json::to_string_pretty(&doc).unwrap()
+    } else {
+        doc.to_string()
+    }
+}
+
+#[test]
+fn a_huge_document_is_split_across_workers() {
+    let dir = temp_dir();
+    let compact = huge(6000, false);
+    assert!(compact.len() > 5 << 20, "{}", compact.len());
+    write(&dir, "huge.json", compact.as_bytes());
+    write(&dir, "huge.json.gz", &gz(compact.as_bytes()));
+    for name in ["huge.json", "huge.json.gz"] {
+        let r = same(&dir.join(name));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.findings.len(), 6000 / 5 * 3);
+        assert!(r.stderr.contains("6000 records"), "{}", r.stderr);
+    }
+    // Pretty-printed, with one broken record in the middle: reported at the same line and
+    // column, after every record before it.
+    let pretty = huge(6000, true);
+    let id = "\"eventID\": \"00000000-0000-4000-8000-000000003000\"";
+    assert!(pretty.contains(id));
+    let broken = pretty.replacen(id, "\"eventID\" \"x\"", 1);
+    write(&dir, "broken.json", broken.as_bytes());
+    let r = same(&dir.join("broken.json"));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("3000 records"), "{}", r.stderr);
+    assert!(r.stderr.contains("broken.json:"), "{}", r.stderr);
+    // Truncated, plain and gzipped.
+    write(&dir, "cut.json", &compact.as_bytes()[..compact.len() * 2 / 3]);
+    write(
+        &dir,
+        "cut.json.gz",
+        &gz(&compact.as_bytes()[..compact.len() * 2 / 3]),
+    );
+    for name in ["cut.json", "cut.json.gz"] {
+        let r = same(&dir.join(name));
+        assert_eq!(r.code, 1);
+        assert!(
+            r.stderr.contains(&format!("{name}:1: EOF while parsing")),
+            "{}",
+            r.stderr
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_corrupt_gzip_member_in_the_middle_of_a_directory() {
+    let dir = temp_dir();
+    write(&dir, "a.json.gz", &gz(&log_file(0, 50)));
+    // A good member, then one whose header is not gzip's.
+    let mut second = gz(&log_file(100, 150));
+    second[0] ^= 0xff;
+    let mut bad = gz(&log_file(50, 100));
+    bad.extend(&second);
+    write(&dir, "b.json.gz", &bad);
+    // The same past the size a worker reads whole.
+    let mut big = gz(&log_file(150, 5150));
+    big.extend(&second);
+    write(&dir, "c.json.gz", &big);
+    write(&dir, "d.json.gz", &gz(&log_file(5150, 5200)));
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    for f in ["b.json.gz", "c.json.gz"] {
+        assert!(
+            r.stderr.contains(&format!("{f}:1: cannot read: ")),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(
+        r.stderr.contains("scanned 4 inputs, 5150 records"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.findings.len(), 5150 / 5 * 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn digest_files_and_other_json_next_to_log_files() {
+    let dir = temp_dir();
+    let day = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/23";
+    write(&dir, &format!("{day}/log.json.gz"), &gz(&log_file(0, 20)));
+    let digest = json!({"awsAccountId": "111122223333", "digestStartTime": "2026-11-23T11:00:00Z",
+        "logFiles": [{"s3Bucket": "b", "s3Object": format!("{day}/log.json.gz"), "hashValue": "ab"}]});
+    write(
+        &dir,
+        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/11/23/digest.json.gz",
+        &gz(digest.to_string().as_bytes()),
+    );
+    write(&dir, "config.json", br#"{"foo": {"bar": [1, 2]}}"#);
+    write(&dir, "empty.json", b"");
+    write(&dir, "notes.txt", b"not json\n");
+    // Larger than a worker reads whole: a document that is not a log file, and lines with a
+    // broken one in the middle.
+    let files: Vec<Value> = (0..40_000)
+        .map(|i| json!({"s3Object": format!("o{i}"), "hashValue": "ab"}))
+        .collect();
+    write(
+        &dir,
+        "big-digest.json",
+        json!({"logFiles": files}).to_string().as_bytes(),
+    );
+    let mut lines: Vec<String> = (20..6020).map(|i| record(i).to_string()).collect();
+    lines[3000] = "{\"eventName\": ".into();
+    write(&dir, "big.ndjson", lines.join("\n").as_bytes());
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("big.ndjson:3001: EOF while parsing"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("notes.txt:1: not CloudTrail JSON"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("2 unreadable"), "{}", r.stderr);
+    assert_eq!(r.findings.len(), 6000 / 5 * 3 + 20 / 5 * 3 - 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
