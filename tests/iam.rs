@@ -102,7 +102,7 @@ async fn sweep_deactivates_stale_keys_respects_exemptions_and_reports_reactivati
     );
     let mut guard = Guard::start(&world, &config, port, &[]);
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(15), || async {
+    let notes = eventually(Duration::from_secs(30), || async {
         // old, busy, forgotten, ci-deploy; never the fresh key.
         let n = iam_notes(&world).await;
         (n.len() >= 4).then_some(n)
@@ -158,7 +158,7 @@ async fn sweep_deactivates_stale_keys_respects_exemptions_and_reports_reactivati
         .send()
         .await
         .unwrap();
-    let back = eventually(Duration::from_secs(15), || async {
+    let back = eventually(Duration::from_secs(30), || async {
         let n: Vec<_> = world
             .notifications()
             .await
@@ -233,7 +233,7 @@ async fn delete_removes_only_keys_inactive_long_enough() {
         &[],
     );
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(15), || async {
+    let notes = eventually(Duration::from_secs(30), || async {
         let n = iam_notes(&world).await;
         (n.len() >= 3).then_some(n)
     })
@@ -282,7 +282,7 @@ async fn blast_radius_stops_a_sweep_of_eleven_and_dry_run_changes_nothing() {
         &[],
     );
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(20), || async {
+    let notes = eventually(Duration::from_secs(30), || async {
         let n = iam_notes(&world).await;
         (n.len() >= 11).then_some(n)
     })
@@ -317,7 +317,7 @@ async fn blast_radius_stops_a_sweep_of_eleven_and_dry_run_changes_nothing() {
     );
     let mut guard = Guard::start(&world, &config, port, &["--dry-run"]);
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(20), || async {
+    let notes = eventually(Duration::from_secs(30), || async {
         let n = iam_notes(&world).await;
         (n.len() >= 11).then_some(n)
     })

@@ -524,7 +524,7 @@ pub async fn aliased_key(world: &World, alias: &str) -> String {
 
 /// Waits (15 s at most) for the notification of `rule` about `arn`; `seen` keeps what arrived.
 pub async fn note_for(world: &World, rule: &str, arn: &str, seen: &mut Vec<Value>) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
         if let Some(found) = seen
