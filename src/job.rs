@@ -126,6 +126,28 @@ pub struct Job {
     /// When the remediation began (AWS time): a key verified rescued then was pending before.
     #[serde(default)]
     pub remediation_started: Option<DateTime<Utc>>,
+    /// The key's use, looked up in event history (scheduled deletions, disables, reminders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
+    /// What the usage policy decided (`kms.on_schedule_deletion_of_used_key`), once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_policy: Option<String>,
+    /// The key's aliases as KMS reported them, when the event named none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<AliasLookup>,
+}
+
+/// A key's aliases, looked up through KMS for a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum AliasLookup {
+    Found {
+        aliases: Vec<String>,
+    },
+    /// The lookup failed (or took too long): the error type.
+    Unknown {
+        error_type: String,
+    },
 }
 
 impl Job {
@@ -142,6 +164,9 @@ impl Job {
             more: 0,
             policy: None,
             remediation_started: None,
+            usage: None,
+            usage_policy: None,
+            aliases: None,
         }
     }
 

@@ -42,6 +42,7 @@
 pub mod actions;
 pub mod aggregate;
 pub mod arn;
+pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod clock;
@@ -62,4 +63,5 @@ pub mod scan;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod usage;
 pub mod validate;

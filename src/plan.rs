@@ -272,30 +272,13 @@ fn decide_parts(
     if !is_disable && rule_id != rules::KEY_DELETION_SCHEDULED {
         return None;
     }
-    let notify = || vec![Action::Notify];
     let Some(protection) = protected_by(p, arn, facts) else {
         return Some(Decision {
             actions: rule_actions.to_vec(),
             reason: "the key is not protected by kms.protected_keys".into(),
         });
     };
-    if let Some((i, e)) = exemption_for(p, arn, facts, at) {
-        return Some(Decision {
-            actions: notify(),
-            reason: format!(
-                "{protection} protects the key, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
-                e.key, e.expires, e.reason
-            ),
-        });
-    }
-    if let Some((i, g)) = principal_allowed(&p.allowed_principals, principal, issuer) {
-        return Some(Decision {
-            actions: notify(),
-            reason: format!(
-                "{protection} protects the key; the caller is allowed by kms.allowed_principals[{i}] ({g}): notified, not reverted"
-            ),
-        });
-    }
+    let notify = || vec![Action::Notify];
     let (actions, line) = if is_disable {
         match p.on_disable {
             OnDisable::EnableKey => (
@@ -313,10 +296,51 @@ fn decide_parts(
             OnScheduleDeletion::Notify => (notify(), "kms.on_schedule_deletion = \"notify\""),
         }
     };
-    Some(Decision {
+    Some(judge(
+        p,
+        &format!("{protection} protects the key"),
+        arn,
+        (principal, issuer),
+        facts,
+        at,
+        (actions, line),
+    ))
+}
+
+/// The judgement every policy that reverts a change shares, as of `at`: `why` the change matters
+/// (a protected key, a used key); a time-limited exemption covering the key lets it through
+/// (notify only); so does a caller in `kms.allowed_principals` (notified, not reverted);
+/// otherwise `actions`, as the policy line `line` says. The reason names the line that decided.
+pub fn judge(
+    p: &Policy,
+    why: &str,
+    arn: &str,
+    (principal, issuer): (Option<&str>, Option<&str>),
+    facts: &KeyFacts,
+    at: DateTime<Utc>,
+    (actions, line): (Vec<Action>, &str),
+) -> Decision {
+    if let Some((i, e)) = exemption_for(p, arn, facts, at) {
+        return Decision {
+            actions: vec![Action::Notify],
+            reason: format!(
+                "{why}, but kms.exemptions[{i}] ({}, until {}: {}) allows this change",
+                e.key, e.expires, e.reason
+            ),
+        };
+    }
+    if let Some((i, g)) = principal_allowed(&p.allowed_principals, principal, issuer) {
+        return Decision {
+            actions: vec![Action::Notify],
+            reason: format!(
+                "{why}; the caller is allowed by kms.allowed_principals[{i}] ({g}): notified, not reverted"
+            ),
+        };
+    }
+    Decision {
         actions,
-        reason: format!("{protection} protects the key and the caller is not allowed; {line}"),
-    })
+        reason: format!("{why} and the caller is not allowed; {line}"),
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ const PURE: &[&str] = &[
     "arn.rs",
     "glob.rs",
     "validate.rs",
+    "usage/mod.rs",
+    "usage/reminders.rs",
+    "usage/tests.rs",
+    "audit/mod.rs",
+    "audit/policy.rs",
+    "audit/tests.rs",
 ];
 
 /// What a pure module may name inside trailguard.
@@ -41,6 +47,8 @@ const PURE_MODULES: &[&str] = &[
     "arn",
     "glob",
     "validate",
+    "usage",
+    "audit",
 ];
 
 /// What a pure module must never name.

@@ -29,6 +29,17 @@ fn millis(t: chrono::DateTime<chrono::Utc>) -> SmithyTime {
 
 impl LookupApi for CloudTrail {
     async fn lookup(&self, place: &Place, q: &LookupQuery) -> Result<LookupPage, AwsError> {
+        self.send(place, q, false).await
+    }
+
+    async fn lookup_background(&self, place: &Place, q: &LookupQuery) -> Result<LookupPage, AwsError> {
+        self.send(place, q, true).await
+    }
+}
+
+impl CloudTrail {
+    /// One page; every attempt takes a token first (at background priority when `background`).
+    async fn send(&self, place: &Place, q: &LookupQuery, background: bool) -> Result<LookupPage, AwsError> {
         let client = self.aws.cloudtrail(&place.region);
         let attr = LookupAttribute::builder()
             .attribute_key(match q.key {
@@ -44,7 +55,11 @@ impl LookupApi for CloudTrail {
             Service::CloudTrail,
             "LookupEvents",
             || async {
-                self.limiter.acquire(place).await;
+                if background {
+                    self.limiter.acquire_background(place).await;
+                } else {
+                    self.limiter.acquire(place).await;
+                }
                 telemetry::lookup_request(&place.region);
                 client
                     .lookup_events()

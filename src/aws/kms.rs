@@ -125,3 +125,83 @@ impl KeyApi for Kms {
             .collect())
     }
 }
+
+// What `trailguard keys audit` reads ([`crate::audit::inventory`]).
+
+impl crate::audit::inventory::Inventory for Kms {
+    async fn keys(&self, region: &str) -> Result<Vec<String>, AwsError> {
+        let c = self.aws.kms(region);
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = kms("ListKeys", || {
+                c.list_keys().limit(1000).set_marker(marker.clone()).send()
+            })
+            .await?;
+            out.extend(
+                page.keys()
+                    .iter()
+                    .filter_map(|k| k.key_arn().or(k.key_id()).map(str::to_owned)),
+            );
+            match page.next_marker.filter(|_| page.truncated) {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn aliases(&self, region: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+        aliases(&self.aws.kms(region), None).await
+    }
+
+    async fn describe(&self, key: &KeyArn) -> Result<crate::audit::inventory::KeyMeta, AwsError> {
+        let c = self.aws.kms(&key.region);
+        let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
+        let m = out.key_metadata.ok_or_else(|| {
+            AwsError::local(
+                Service::Kms,
+                "DescribeKey",
+                ErrorType::Other,
+                "no key metadata in the answer",
+            )
+        })?;
+        Ok(crate::audit::inventory::KeyMeta {
+            arn: m.arn().unwrap_or(&key.arn).to_owned(),
+            state: m
+                .key_state()
+                .map(SdkKeyState::as_str)
+                .unwrap_or("Enabled")
+                .to_owned(),
+            deletion_date: m.deletion_date().map(chrono_time),
+            key_spec: m
+                .key_spec()
+                .map(|s| s.as_str())
+                .unwrap_or("SYMMETRIC_DEFAULT")
+                .to_owned(),
+            origin: m.origin().map(|o| o.as_str()).unwrap_or("AWS_KMS").to_owned(),
+            key_manager: m
+                .key_manager()
+                .map(|k| k.as_str())
+                .unwrap_or("CUSTOMER")
+                .to_owned(),
+        })
+    }
+
+    async fn policy(&self, key: &KeyArn) -> Result<String, AwsError> {
+        let c = self.aws.kms(&key.region);
+        let out = kms("GetKeyPolicy", || {
+            c.get_key_policy().key_id(&key.arn).policy_name("default").send()
+        })
+        .await?;
+        Ok(out.policy.unwrap_or_default())
+    }
+
+    async fn rotation(&self, key: &KeyArn) -> Result<bool, AwsError> {
+        let c = self.aws.kms(&key.region);
+        let out = kms("GetKeyRotationStatus", || {
+            c.get_key_rotation_status().key_id(&key.arn).send()
+        })
+        .await?;
+        Ok(out.key_rotation_enabled)
+    }
+}

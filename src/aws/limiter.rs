@@ -5,9 +5,15 @@
 //! and other tools included); trailguard takes `cloudtrail.max_requests_per_second` of it
 //! (default 1). Every attempt, retries included, takes a token first. The limiter runs on
 //! tokio's clock, so tests on paused time control it.
+//!
+//! Background callers (usage lookups) take only tokens no foreground caller (a poller) is
+//! waiting for: while a poller waits for a place's token, background callers of that place
+//! wait behind it, so background work never adds to a poller's lag.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Add;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
@@ -81,6 +87,23 @@ type Keyed = RateLimiter<Place, HashMapStateStore<Place>, TokioClock, NoOpMiddle
 pub struct Limiter {
     limiter: Keyed,
     clock: TokioClock,
+    /// Foreground callers waiting for a token, per place.
+    waiting: Mutex<HashMap<Place, usize>>,
+}
+
+/// Counts a foreground caller as waiting while it lives.
+struct Waiting<'a>(&'a Limiter, &'a Place);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.0.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = w.get_mut(self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                w.remove(self.1);
+            }
+        }
+    }
 }
 
 impl Limiter {
@@ -96,13 +119,49 @@ impl Limiter {
         Self {
             limiter: RateLimiter::hashmap_with_clock(quota, clock.clone()),
             clock,
+            waiting: Mutex::default(),
         }
     }
 
     /// Waits for a token for `place`.
     pub async fn acquire(&self, place: &Place) {
+        if self.limiter.check_key(place).is_ok() {
+            return;
+        }
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(place.clone())
+            .or_default() += 1;
+        let _waiting = Waiting(self, place);
         while let Err(not_until) = self.limiter.check_key(place) {
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+    }
+
+    fn foreground_waiting(&self, place: &Place) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(place)
+            .is_some_and(|n| *n > 0)
+    }
+
+    /// Waits for a token for `place` that no foreground caller is waiting for.
+    pub async fn acquire_background(&self, place: &Place) {
+        loop {
+            if !self.foreground_waiting(place) {
+                match self.limiter.check_key(place) {
+                    Ok(()) => return,
+                    Err(not_until) => {
+                        tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                        continue;
+                    }
+                }
+            }
+            // Behind a foreground caller: look again once it has had its token.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -135,5 +194,37 @@ mod tests {
         // 12 requests in us-east-1 at 1/s: the last one waits 11 s; eu-west-1's 4 take 3 s.
         assert_eq!(done[..3].iter().max().unwrap().as_secs(), 11);
         assert_eq!(done[3].as_secs(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_callers_take_only_tokens_no_poller_waits_for() {
+        let l = std::sync::Arc::new(Limiter::new(1.0));
+        let east = Place::new("111122223333", "us-east-1");
+        let started = Instant::now();
+        // A usage lookup wants 5 pages while a poller catches up with 10.
+        let bg = {
+            let (l, place) = (l.clone(), east.clone());
+            tokio::spawn(async move {
+                let mut at = Vec::new();
+                for _ in 0..5 {
+                    l.acquire_background(&place).await;
+                    at.push(Instant::now() - started);
+                }
+                at
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut poller = Vec::new();
+        for _ in 0..10 {
+            l.acquire(&east).await;
+            poller.push(Instant::now() - started);
+        }
+        // The poller is never slowed: one token a second from its first wait on.
+        let last = poller.last().unwrap().as_secs();
+        assert!(last <= 10, "the poller waited behind background work: {poller:?}");
+        let bg = bg.await.unwrap();
+        // The lookup got its first token before the poller arrived, the rest only after the
+        // poller stopped asking.
+        assert!(bg[1..].iter().all(|t| t.as_secs() >= last), "{bg:?} {poller:?}");
     }
 }

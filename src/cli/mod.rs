@@ -1,6 +1,7 @@
 //! The command line: parse, dispatch, map errors to exit statuses. Each subcommand is in its
 //! own module; `main` only calls [`main`].
 
+mod keys;
 mod rules;
 mod run;
 mod scan;
@@ -43,6 +44,14 @@ enum RulesCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Check every customer-managed key: state, rotation, key policy, alias. One finding per
+    /// line (JSON) or a table on a terminal. Exit 0 clean, 1 findings at or above --fail-on,
+    /// 2 incomplete (an AWS call failed), 64 bad usage or configuration.
+    Audit(keys::AuditArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -72,6 +81,11 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Audit the account's KMS keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// List or test the effective rules.
     Rules {
@@ -108,6 +122,9 @@ fn runtime(multi: bool) -> tokio::runtime::Runtime {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Scan { config, paths } => scan::run(config.as_deref(), &paths),
+        Command::Keys {
+            command: KeysCommand::Audit(args),
+        } => keys::audit(args),
         Command::Rules { command } => match command {
             RulesCommand::List { config } => rules::list(config.as_deref()),
             RulesCommand::Test { config } => rules::test(config.as_deref()),

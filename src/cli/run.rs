@@ -37,6 +37,9 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
     if cfg.iam.is_some() {
         rule_ids.extend([crate::iam::UNROTATED.to_owned(), crate::iam::UNUSED.to_owned()]);
     }
+    if !cfg.kms.usage.reminders.is_empty() {
+        rule_ids.push(crate::usage::DELETION_REMINDER.to_owned());
+    }
     let mut regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
     regions.dedup();
     let metrics = telemetry::install_metrics(

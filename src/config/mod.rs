@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actions::config::{KmsConfig, RawKms};
 use crate::arn;
+use crate::audit::config::{AuditConfig, RawAudit};
 use crate::aws::config::{RawAws, Regions};
 use crate::iam::config::{IamConfig, RawIam};
 use crate::lease::{LeaseConfig, RawLease};
@@ -49,6 +50,7 @@ struct RawConfig {
     log: RawLog,
     iam: RawIam,
     lease: RawLease,
+    audit: RawAudit,
     rules: Field<Vec<RawRule>>,
     rules_dir: Field<String>,
 }
@@ -66,6 +68,7 @@ pub struct Config {
     pub log: LogConfig,
     pub iam: Option<IamConfig>,
     pub lease: LeaseConfig,
+    pub audit: AuditConfig,
     /// The effective rules: built-ins, overridden and extended by `[[rules]]` and `rules_dir`.
     pub rules: Arc<RuleSet>,
 }
@@ -291,11 +294,12 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
     let log = section(&mut p, LogConfig::try_from(raw.log));
     let iam = section(&mut p, Option::<IamConfig>::try_from(raw.iam));
     let lease = section(&mut p, LeaseConfig::try_from(raw.lease));
+    let audit = section(&mut p, AuditConfig::try_from(raw.audit));
     let rule_list = raw.rules.get("rules", &mut p).unwrap_or_default();
     let rules_dir = raw.rules_dir.get("rules_dir", &mut p);
     let rules = rules::load(rule_list, rules_dir, doc.base.as_deref(), &mut p);
     match (
-        regions, cloudtrail, kms, notify, state, server, log, iam, lease, rules,
+        regions, cloudtrail, kms, notify, state, server, log, iam, lease, rules, audit,
     ) {
         (
             Some(regions),
@@ -308,6 +312,7 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
             Some(iam),
             Some(lease),
             Some(rules),
+            Some(audit),
         ) if p.is_empty() => Ok(Config {
             dry_run,
             regions: regions.0,
@@ -319,6 +324,7 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
             log,
             iam,
             lease,
+            audit,
             rules: Arc::new(rules),
         }),
         _ => Err(p.into()),
@@ -351,4 +357,34 @@ pub fn load_policy(path: Option<&Path>) -> Result<Policy, ConfigError> {
     let mut p = Problems::default();
     let policy = KmsConfig::policy_from_raw(raw, &mut p);
     if p.is_empty() { Ok(policy) } else { Err(p.into()) }
+}
+
+/// What `trailguard keys audit` reads of a config file (`[aws]`, `[kms]`, `[audit]`): the regions
+/// (empty without a file), the admins (the account root is always one) and the usage window.
+pub fn load_audit(
+    path: Option<&Path>,
+) -> Result<(Vec<String>, crate::audit::AuditPolicy, KmsConfig), ConfigError> {
+    let (aws, kms, audit) = match path {
+        Some(path) => {
+            let raw = read(&document(path, &[])?, &environment())?.0;
+            (Some(raw.aws), raw.kms, raw.audit)
+        }
+        None => (None, RawKms::default(), RawAudit::default()),
+    };
+    let mut p = Problems::default();
+    let regions = aws.and_then(|a| section(&mut p, Regions::try_from(a)));
+    let kms = section(&mut p, KmsConfig::try_from(kms));
+    let audit = section(&mut p, AuditConfig::try_from(audit));
+    match (kms, audit) {
+        (Some(kms), Some(audit)) if p.is_empty() => {
+            let mut admins = audit.admin_principals;
+            admins.extend(kms.policy.allowed_principals.iter().cloned());
+            let policy = crate::audit::AuditPolicy {
+                admins,
+                usage_window: kms.usage.window,
+            };
+            Ok((regions.map(|r| r.0).unwrap_or_default(), policy, kms))
+        }
+        _ => Err(p.into()),
+    }
 }

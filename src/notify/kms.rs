@@ -9,6 +9,7 @@ use serde_json::json;
 use super::message::{MAX_FIELD, Message, clean, clean_subject};
 use crate::job::{Job, Outcome};
 use crate::rules::{self, Finding};
+use crate::usage::DELETION_REMINDER;
 
 /// Stay well inside SNS's 256 KB message limit.
 const MAX_BODY: usize = 200 * 1024;
@@ -73,7 +74,9 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
     let region = f.region.as_deref().unwrap_or("?");
     let sev = f.severity.as_str().to_uppercase();
     let who = short_principal(f);
-    let subject = if job.more > 0 {
+    let subject = if let Some(s) = super::usage::subject(job, &sev, key, &who).filter(|_| job.more == 0) {
+        s
+    } else if job.more > 0 {
         format!("[{sev}] Key {key}: {} more {} ({region})", job.more, f.event_name)
     } else {
         match (f.rule_id.as_str(), job.remediation.as_ref().map(|r| r.outcome)) {
@@ -129,7 +132,7 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
     let lines: [(&str, String); 14] = [
         ("Rule", format!("{} ({})", f.rule_id, f.severity.as_str())),
         ("Key", dash(f.key_arn.as_deref())),
-        ("Alias", dash(f.key_alias.as_deref())),
+        ("Alias", super::usage::alias_line(job)),
         ("Operation", format!("{} {}", f.event_source, f.event_name)),
         (
             "Error",
@@ -182,9 +185,13 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
             "Repeats", job.more
         ));
     }
+    text.push_str(&super::usage::section(job));
     text.push_str("\nWHAT TRAILGUARD DID\n");
     if let Some(policy) = &job.policy {
         text.push_str(&format!("  {:<14} {policy}\n", "Policy"));
+    }
+    if let Some(policy) = &job.usage_policy {
+        text.push_str(&format!("  {:<14} {policy}\n", "Usage policy"));
     }
     match &job.remediation {
         Some(r) => {
@@ -216,6 +223,16 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
             "  The key is still scheduled for deletion. Cancel it now if it is needed:\n  aws kms cancel-key-deletion --key-id {} --region {region}\n",
             dash(f.key_arn.as_deref())
         ),
+        (DELETION_REMINDER, Some(Outcome::Applied)) => format!(
+            "  The key was used since it was scheduled, so its deletion was cancelled; it is Disabled.\n  Find out who still uses it before scheduling it again: aws kms enable-key --key-id {} --region {region}\n",
+            dash(f.key_arn.as_deref())
+        ),
+        (DELETION_REMINDER, _) => format!(
+            "  The key is deleted on {}; after that, data encrypted under it cannot be decrypted.\n  If anything still needs it, cancel now: aws kms cancel-key-deletion --key-id {} --region {region}\n",
+            dash(f.deletion_date.as_deref()),
+            dash(f.key_arn.as_deref())
+        ),
+        (rules::KEY_DELETION_SCHEDULED, Some(Outcome::Applied)) => "  trailguard cancelled the deletion; the key is Disabled, as AWS leaves it. If the deletion was intended,\n  move the callers above off the key first, or approve it with a kms.exemptions entry, then schedule it again.\n".into(),
         (rules::KEY_DELETION_SCHEDULED, _) => "  If this deletion was not approved, cancel it: aws kms cancel-key-deletion --key-id <key> --region <region>.\n  trailguard will rescue the key automatically if anything uses it meanwhile.\n".into(),
         (rules::KEY_DISABLED, _) => "  If this was not intended, re-enable the key: aws kms enable-key --key-id <key> --region <region>.\n".into(),
         (rules::PROTECTION_REMOVED, _) => "  Find out who removed the alias or tag and why; restore it if the key must stay protected.\n  Only kms.allowed_principals can unprotect a key: trailguard still protects it otherwise.\n".into(),
@@ -242,6 +259,9 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         "finding": f,
         "remediation": job.remediation,
         "policy": job.policy,
+        "usage": super::usage::usage_json(job),
+        "usage_policy": job.usage_policy,
+        "key_aliases": super::usage::aliases_json(job),
         "subject": subject,
         "text": text,
     });

@@ -6,6 +6,7 @@ pub mod config;
 pub mod iam;
 pub mod kms;
 pub mod message;
+pub mod usage;
 
 use std::future::Future;
 

@@ -12,6 +12,7 @@
 
 mod lease;
 mod poller;
+mod reminders;
 mod sender;
 mod sweep;
 mod worker;
@@ -26,9 +27,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 pub use poller::{Batch, Poller, evaluate};
+pub use reminders::Reminders;
 pub use sender::Sender;
 pub use sweep::SweepLoop;
-pub use worker::{Own, Worker};
+pub use worker::{EventHistory, Keys, Own, UsageLookup, Worker};
 
 use crate::actions::kms::KmsRemediator;
 use crate::arn;
@@ -250,6 +252,24 @@ impl Daemon {
             };
             tracker.spawn(poller.run(shutdown.clone()));
         }
+        let lookups: Arc<dyn UsageLookup> = Arc::new(EventHistory {
+            api: lookup.clone(),
+            own: Own::new(identity),
+        });
+        if !cfg.kms.usage.reminders.is_empty() {
+            tracker.spawn(
+                Reminders {
+                    keys: aws::kms::Kms::new(self.aws.clone()),
+                    lookups: lookups.clone(),
+                    store: self.store.clone(),
+                    clock: clock.clone(),
+                    usage: cfg.kms.usage.clone(),
+                    account: identity.account.clone(),
+                    jobs: tx.clone(),
+                }
+                .run(shutdown.clone()),
+            );
+        }
         drop(tx);
         let worker = Worker {
             remediator: KmsRemediator::new(
@@ -269,6 +289,7 @@ impl Daemon {
             account: identity.account.clone(),
             own: Own::new(identity),
             known: HashMap::new(),
+            keys: Keys::new(cfg.kms.usage.clone(), Some(lookups)),
         };
         tracker.spawn(worker.run(resumed, rx, shutdown.clone()));
         tracker.close();

@@ -52,6 +52,17 @@ pub trait LookupApi: Send + Sync + 'static {
         place: &Place,
         q: &LookupQuery,
     ) -> impl Future<Output = Result<LookupPage, AwsError>> + Send;
+
+    /// As [`LookupApi::lookup`], at background priority: with only the rate-limiter tokens no
+    /// foreground caller (a poller) is waiting for. For work that must never add to a poller's
+    /// lag (usage lookups).
+    fn lookup_background(
+        &self,
+        place: &Place,
+        q: &LookupQuery,
+    ) -> impl Future<Output = Result<LookupPage, AwsError>> + Send {
+        self.lookup(place, q)
+    }
 }
 
 /// What reading a slice gave.

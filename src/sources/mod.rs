@@ -4,6 +4,7 @@
 
 pub mod cloudtrail;
 pub mod config;
+pub mod usage;
 
 pub use cloudtrail::{
     LookedUp, LookupApi, LookupKey, LookupPage, LookupQuery, SliceRead, find_latest, read_slice,

@@ -30,6 +30,7 @@
 //! that does not decode is moved to a quarantine table, reported, and the rest goes on.
 
 pub mod config;
+mod pending;
 mod protection;
 mod tables;
 
@@ -54,6 +55,10 @@ pub(crate) const PROTECTION_CHANGES: TableDefinition<&str, &[u8]> =
 /// A key's aliases and tags as KMS reported them: `key ARN \0 time (ms, 20 digits)`.
 pub(crate) const PROTECTION_SNAPSHOTS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("protection_snapshots");
+/// Keys trailguard saw scheduled for deletion, with the reminders sent: key ARN → JSON
+/// ([`crate::usage::reminders::PendingKey`]). A table added without a schema bump: a build
+/// that does not know it leaves it alone, and one that does creates it empty.
+pub(crate) const PENDING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("kms_pending_keys");
 /// Rows that did not decode: `table \0 key` → the bytes as found.
 pub(crate) const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
 
@@ -163,6 +168,7 @@ impl Store {
                 QUARANTINE,
                 PROTECTION_CHANGES,
                 PROTECTION_SNAPSHOTS,
+                PENDING_KEYS,
             ] {
                 db!(tx.open_table(t))?;
             }

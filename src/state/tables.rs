@@ -11,7 +11,7 @@ use crate::cursor::{Cursor, Seen};
 use crate::job::Job;
 use crate::outbox::Entry;
 
-type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+pub(super) type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
 
 /// Rows that decoded (with their keys), and rows moved to quarantine.
 pub type Loaded<T> = (Vec<(String, T)>, Vec<Quarantined>);
@@ -60,7 +60,7 @@ impl Store {
     }
 
     /// Every row of a JSON table that decodes; the others are moved to quarantine and returned.
-    fn load<T: DeserializeOwned>(
+    pub(super) fn load<T: DeserializeOwned>(
         &self,
         table: JsonTable,
         name: &'static str,

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod health;
+pub mod keys;
 pub mod names;
 mod server;
 
@@ -151,6 +152,7 @@ pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
         counter!(names::IAM_SWEEPS, "outcome" => o.as_str()).absolute(0);
     }
     counter!(names::STATE_QUARANTINED).absolute(0);
+    keys::install();
     counter!(names::OUTSIDE_POLICY).absolute(0);
     gauge!(names::LEASE_HELD).set(0.0);
     outbox(0, Duration::ZERO);

@@ -27,6 +27,10 @@ pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
 pub const OUTSIDE_POLICY: &str = "trailguard_actions_outside_policy_total";
 pub const LEASE_HELD: &str = "trailguard_lease_held";
 pub const FACTS_REFRESHED: &str = "trailguard_kms_facts_refreshed_timestamp_seconds";
+pub const USAGE_LOOKUPS: &str = "trailguard_kms_usage_lookups_total";
+pub const REMINDER_CHECKS: &str = "trailguard_kms_reminder_checks_total";
+pub const REMINDERS: &str = "trailguard_kms_reminders_total";
+pub const KEYS_PENDING: &str = "trailguard_kms_keys_pending_deletion";
 
 /// Whether a metric is a counter or a gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +152,26 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         FACTS_REFRESHED,
         Kind::Gauge,
         "Unix time the protected keys' aliases and tags were last read from KMS in every region",
+    ),
+    (
+        USAGE_LOOKUPS,
+        Kind::Counter,
+        "Lookups of a key's recent use in event history, by outcome (complete, partial: a lower bound, failed: unknown)",
+    ),
+    (
+        REMINDER_CHECKS,
+        Kind::Counter,
+        "Checks of the keys pending deletion for due reminders, by outcome (ok, failed)",
+    ),
+    (
+        REMINDERS,
+        Kind::Counter,
+        "Reminders queued before a key's deletion date",
+    ),
+    (
+        KEYS_PENDING,
+        Kind::Gauge,
+        "Keys pending deletion that trailguard follows for reminders",
     ),
     (
         OUTSIDE_POLICY,

@@ -3,6 +3,7 @@
 //! sender does that). The policy side (protection as of the event, trailguard's own calls, the
 //! audit of every action) is in [`policy`].
 
+mod keys;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+pub use keys::{EventHistory, Keys, LOOKUP_DEADLINE, UsageLookup};
 pub use policy::Own;
 
 use crate::actions::Remediator;
@@ -45,6 +47,8 @@ pub struct Worker<R> {
     pub windows: HashMap<String, Window>,
     /// The last facts snapshotted per key (to store only changes).
     pub known: HashMap<String, KeyFacts>,
+    /// Usage lookups, the used-key policy, aliases and keys pending deletion.
+    pub keys: Keys,
 }
 
 impl<R: Remediator> Worker<R> {
@@ -70,6 +74,7 @@ impl<R: Remediator> Worker<R> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + self.refresh, self.refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut looked_up = self.keys.results();
         loop {
             tokio::select! {
                 biased;
@@ -78,6 +83,7 @@ impl<R: Remediator> Worker<R> {
                     Some(job) => self.process(job).await,
                     None => break,
                 },
+                Some((id, usage)) = looked_up.recv() => self.resume(id, usage).await,
                 _ = tick.tick() => self.close_windows(false),
                 _ = refresh.tick() => self.refresh_facts().await,
             }
@@ -87,6 +93,9 @@ impl<R: Remediator> Worker<R> {
     }
 
     pub async fn process(&mut self, mut job: Job) {
+        if self.park(&job) {
+            return; // picked up again once its key's use is known
+        }
         if !self.decide(&mut job).await {
             // Nothing to act on and nothing to say (trailguard's own failed call, an alias
             // removed from a key that was not protected).
@@ -95,6 +104,7 @@ impl<R: Remediator> Worker<R> {
             }
             return;
         }
+        self.decide_usage(&mut job).await;
         let now = self.clock.now();
         let key = aggregate::window_key(&job);
         if aggregate::decide(self.windows.get(&key), &job, now, self.window) == Decision::Fold
@@ -131,6 +141,8 @@ impl<R: Remediator> Worker<R> {
                 error!(error = %e, "Cannot record the remediation outcome.");
             }
         }
+        self.resolve_alias(&mut job).await;
+        self.track(&job);
         let now = self.clock.now();
         if let Some(old) = self.windows.remove(&key) {
             self.close(&key, old, now);

@@ -159,7 +159,7 @@ impl<R: Remediator> Worker<R> {
 
     /// The facts that decide protection at `at`: from the history, else read now (and kept),
     /// else an error saying why the key's protection is unknown.
-    async fn facts_at(&mut self, arn: &str, at: DateTime<Utc>) -> Result<KeyFacts, String> {
+    pub(super) async fn facts_at(&mut self, arn: &str, at: DateTime<Utc>) -> Result<KeyFacts, String> {
         let history = self.store.history(arn).map_err(|e| e.to_string())?;
         if let Some(f) = history.effective_at(at, &self.allowed()) {
             return Ok(f);

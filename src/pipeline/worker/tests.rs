@@ -91,6 +91,7 @@ impl Bench {
                 access_key_id: None,
             },
             known: HashMap::new(),
+            keys: Keys::default(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
