@@ -442,3 +442,57 @@ async fn an_alias_removed_from_an_unprotected_key_says_nothing() {
     assert!(b.outbox().is_empty());
     b.stop().await;
 }
+
+/// A store with `KEY`'s history: a snapshot at `snap` (with `facts`) and changes by role `who`.
+fn seed_facts(store: &Store, snap: i64, facts: KeyFacts, changes: &[(i64, crate::protection::Edit, &str)]) {
+    seed(
+        store,
+        snap,
+        &facts.aliases.iter().map(String::as_str).collect::<Vec<_>>(),
+        changes,
+    );
+    // `seed` wrote a snapshot with the aliases only: write the full facts over it.
+    store
+        .put_snapshot(KEY, t0() + chrono::Duration::seconds(snap), &facts)
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stranger_overwriting_a_protective_tags_value_does_not_unprotect_the_key() {
+    // The intruder does not untag the key: TagResource sets trailguard:protect=false over the
+    // "true" that protected it, then disables the key. KMS now says "false".
+    let tag = |v: &str| KeyFacts {
+        aliases: vec![],
+        tags: vec![("trailguard:protect".into(), v.into())],
+    };
+    let fake = FakeRemediator {
+        facts: Some(tag("false")),
+        ..Default::default()
+    };
+    let mut policy = protected_policy();
+    policy.protected = vec![Protected::parse("tag:trailguard:protect=true").unwrap()];
+    let b = Bench::start(fake, policy);
+    seed_facts(
+        &b.store,
+        -100,
+        tag("true"),
+        &[(
+            -5,
+            crate::protection::Edit::AddTag("trailguard:protect".into(), "false".into()),
+            "intruder",
+        )],
+    );
+    b.send(record(
+        "d-1",
+        "DisableKey",
+        t0() - chrono::Duration::seconds(2),
+        serde_json::json!({}),
+    ));
+    b.settle().await;
+    assert_eq!(
+        *b.calls.lock().unwrap(),
+        [Action::EnableKey],
+        "a caller not in kms.allowed_principals changed the protective tag's value: it must not unprotect the key"
+    );
+    b.stop().await;
+}
