@@ -69,9 +69,15 @@ async fn rescues_a_key_pending_deletion_that_is_still_in_use() {
     // Both the rescue's and the schedule's messages arrive (in either order).
     let mut notes = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let has = |n: &[(String, serde_json::Value, serde_json::Value)], r: &str| n.iter().any(|(_, b, _)| b["rule_id"] == r);
+    let has = |n: &[(String, serde_json::Value, serde_json::Value)], r: &str| {
+        n.iter().any(|(_, b, _)| b["rule_id"] == r)
+    };
     while !(has(&notes, "kms_pending_deletion_use") && has(&notes, "kms_key_deletion_scheduled")) {
-        assert!(tokio::time::Instant::now() < deadline, "{notes:#?}\n{}", guard.logs());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{notes:#?}\n{}",
+            guard.logs()
+        );
         notes.extend(world.notifications().await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
