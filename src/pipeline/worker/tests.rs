@@ -496,3 +496,48 @@ async fn a_stranger_overwriting_a_protective_tags_value_does_not_unprotect_the_k
     );
     b.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stranger_cannot_exempt_a_protected_key_by_giving_it_an_exempt_alias() {
+    // kms.exemptions[0] approves the deletion of keys aliased alias/retired-*. The intruder
+    // (not in kms.allowed_principals) gives the protected alias/prod-db key a second alias,
+    // alias/retired-x (CreateAlias), then schedules its deletion.
+    let facts = |aliases: &[&str]| KeyFacts {
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        tags: vec![],
+    };
+    let fake = FakeRemediator {
+        facts: Some(facts(&["alias/prod-db", "alias/retired-x"])),
+        ..Default::default()
+    };
+    let mut policy = protected_policy();
+    policy.exemptions = vec![crate::plan::KeyExemption {
+        key: "alias/retired-*".into(),
+        expires: chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
+        reason: "decommissioning, CHG-42".into(),
+    }];
+    let b = Bench::start(fake, policy);
+    seed(
+        &b.store,
+        -100,
+        &["alias/prod-db"],
+        &[(
+            -5,
+            crate::protection::Edit::AddAlias("alias/retired-x".into()),
+            "intruder",
+        )],
+    );
+    b.send(record(
+        "s-1",
+        "ScheduleKeyDeletion",
+        t0() - chrono::Duration::seconds(2),
+        serde_json::json!({}),
+    ));
+    b.settle().await;
+    assert_eq!(
+        *b.calls.lock().unwrap(),
+        [Action::CancelKeyDeletion],
+        "an alias added by a caller not in kms.allowed_principals must not bring the key under an exemption"
+    );
+    b.stop().await;
+}
