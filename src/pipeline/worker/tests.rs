@@ -541,3 +541,21 @@ async fn a_stranger_cannot_exempt_a_protected_key_by_giving_it_an_exempt_alias()
     );
     b.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_protected_by_its_arn_is_rescued_when_its_aliases_cannot_be_read() {
+    // kms.protected_keys names the key by ARN (no alias or tag needed to know it is
+    // protected), next to an alias glob. ListAliases fails (facts: None) and trailguard has no
+    // snapshot of the key yet (a refresh that failed, or a key first seen in this event).
+    let mut policy = protected_policy();
+    policy.protected.push(Protected::parse(KEY).unwrap());
+    let b = Bench::start(FakeRemediator::default(), policy);
+    b.send(record("s-1", "ScheduleKeyDeletion", t0(), serde_json::json!({})));
+    b.settle().await;
+    assert_eq!(
+        *b.calls.lock().unwrap(),
+        [Action::CancelKeyDeletion],
+        "kms.protected_keys[1] protects the key whatever its aliases: a failed ListAliases must not unprotect it"
+    );
+    b.stop().await;
+}
