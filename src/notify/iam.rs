@@ -127,3 +127,27 @@ pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime
 
 /// The rule id of a sweep that left users unchecked.
 pub const INCOMPLETE: &str = "iam_sweep_incomplete";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::message::SNS_LIMIT;
+
+    #[test]
+    fn a_sweep_that_skips_thousands_of_users_still_sends_a_whole_json_document() {
+        // trailguard's role lacks iam:ListUserTags: every stale user of a large account is skipped.
+        let why = "its tags could not be read, so exemptions cannot be checked: AccessDenied: User: arn:aws:sts::111122223333:assumed-role/trailguard/i-0abc is not authorized to perform: iam:ListUserTags";
+        let all: Vec<(String, String)> = (0..2000)
+            .map(|i| (format!("service-account-{i:05}"), why.to_owned()))
+            .collect();
+        let m = skipped(&all, "2026-11-25T12:00:00+00:00", chrono::DateTime::UNIX_EPOCH);
+        assert!(m.size() < SNS_LIMIT, "{} bytes", m.size());
+        let body = crate::aws::sns::body(&m, crate::notify::config::MessageFormat::Json);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+            "the JSON body was cut to {} of {} bytes: subscribers get a document that does not parse",
+            body.len(),
+            m.json.to_string().len()
+        );
+    }
+}
