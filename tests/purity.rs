@@ -17,6 +17,8 @@ const PURE: &[&str] = &[
     "rules/mod.rs",
     "rules/compiled.rs",
     "rules/pattern.rs",
+    "rules/finding.rs",
+    "rules/compiled/document.rs",
     "plan.rs",
     "protection.rs",
     "job.rs",
