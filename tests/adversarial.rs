@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
+use serde_json::Value;
 use trailguard_sandbox::IdentitySpec;
 
 const INTRUDER: &str = "AKIAINTRUDERTEST";
@@ -26,6 +27,12 @@ async fn intruder(world: &World) -> aws_sdk_kms::Client {
         },
     );
     aws_sdk_kms::Client::new(&sdk(&world.sb, INTRUDER).await)
+}
+
+fn set_visibility_delay(world: &World, seconds: f64) {
+    let mut settings = world.sb.state().lock().settings.clone();
+    settings.visibility_delay_seconds = seconds;
+    world.sb.state().set_settings(settings);
 }
 
 const PROTECT: &str = "[kms]\nprotected_keys = [\"alias/prod-*\"]\n\
@@ -91,6 +98,84 @@ async fn a_protected_key_whose_alias_a_stranger_moved_to_another_key_is_still_re
         world.key_state(&key).await,
         ("Disabled".to_owned(), false),
         "a stranger moved the protective alias away, which only kms.allowed_principals may do: {note:#}"
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protected_keys_deletion_is_rescued_when_the_alias_deletion_is_delivered_after_it() {
+    let world = World::new().await;
+    let mallory = intruder(&world).await;
+    let key = aliased_key(&world, "alias/prod-ledger").await;
+    // While trailguard is down (a deploy), the intruder schedules the deletion and deletes the
+    // alias. CloudTrail delivers the two records out of order: the DeleteAlias 40 s late.
+    mallory
+        .schedule_key_deletion()
+        .key_id(&key)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    set_visibility_delay(&world, 40.0);
+    mallory
+        .delete_alias()
+        .alias_name("alias/prod-ledger")
+        .send()
+        .await
+        .unwrap();
+    set_visibility_delay(&world, 0.0);
+    let port = free_port();
+    let mut guard = Guard::start_with(
+        &world,
+        &world.config(PROTECT, port),
+        port,
+        &[],
+        GUARD,
+        &[("TRAILGUARD__CLOUDTRAIL__START_FROM", "10m")],
+    );
+    guard.wait_ready().await;
+    // The late DeleteAlias arrives: trailguard says it "keeps treating the key as protected".
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut seen: Vec<Value> = Vec::new();
+    let removed = loop {
+        seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
+        if let Some(n) = seen
+            .iter()
+            .find(|b| b["rule_id"] == "kms_protection_removed" && b["finding"]["key_arn"] == key)
+        {
+            break n.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen:#?}\n{}",
+            guard.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        removed["policy"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keeps treating the key as protected"),
+        "{removed:#}"
+    );
+    // Give the worker the same chance it had for the schedule: a poll after the removal.
+    let head = "trailguard_cloudtrail_head_timestamp_seconds{region=\"us-east-1\"}";
+    let read = Utc::now().timestamp() as f64;
+    eventually(Duration::from_secs(20), || async {
+        (guard.metric(head).await >= read).then_some(())
+    })
+    .await
+    .expect("read past the removal");
+    let scheduled = seen
+        .iter()
+        .find(|b| b["rule_id"] == "kms_key_deletion_scheduled" && b["finding"]["key_arn"] == key)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        world.key_state(&key).await,
+        ("Disabled".to_owned(), false),
+        "the key is protected as of the schedule; the removal was read late, but it was read:\n{scheduled:#}"
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
