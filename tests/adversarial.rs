@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use trailguard_sandbox::IdentitySpec;
 
 const INTRUDER: &str = "AKIAINTRUDERTEST";
@@ -27,6 +27,32 @@ async fn intruder(world: &World) -> aws_sdk_kms::Client {
         },
     );
     aws_sdk_kms::Client::new(&sdk(&world.sb, INTRUDER).await)
+}
+
+async fn iam_client(world: &World) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk(&world.sb, ADMIN).await)
+}
+
+/// Waits for a completed sweep and `n` IAM notifications; `seen` keeps every notification.
+async fn after_sweep(world: &World, guard: &Guard, n: usize, seen: &mut Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
+        let iam = seen
+            .iter()
+            .filter(|b| b["rule_id"].as_str().is_some_and(|r| r.starts_with("iam_")))
+            .count();
+        let swept = guard.metric("trailguard_iam_sweeps_total{outcome=\"ok\"}").await >= 1.0;
+        if swept && iam >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{iam} of {n} IAM notifications:\n{seen:#?}\n{}",
+            guard.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn set_visibility_delay(world: &World, seconds: f64) {
@@ -176,6 +202,56 @@ async fn a_protected_keys_deletion_is_rescued_when_the_alias_deletion_is_deliver
         world.key_state(&key).await,
         ("Disabled".to_owned(), false),
         "the key is protected as of the schedule; the removal was read late, but it was read:\n{scheduled:#}"
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_reactivated_and_deactivated_again_minutes_ago_is_not_deleted_on_its_old_deactivation() {
+    let world = World::new().await;
+    let iam = iam_client(&world).await;
+    let key = iam_user(&world, &iam, "old-app", 200, Some(150)).await;
+    // 40 days ago an admin deactivated the key; that event is in event history.
+    let old = json!({"eventVersion": "1.08", "eventID": "deactivated-40-days-ago",
+        "eventTime": (Utc::now() - chrono::Duration::days(40)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "eventSource": "iam.amazonaws.com", "eventName": "UpdateAccessKey", "awsRegion": "us-east-1",
+        "recipientAccountId": "123456789012",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/ops-admin", "accountId": "123456789012"},
+        "requestParameters": {"userName": "old-app", "accessKeyId": key, "status": "Inactive"}});
+    world
+        .sb
+        .state()
+        .inject_records(old.to_string().as_bytes(), Some(0.0), false)
+        .unwrap();
+    // Minutes ago it was reactivated (someone needed it back) and deactivated again; CloudTrail
+    // has delivered neither event yet. (In the sandbox the key was active all along: the two
+    // calls leave it as the story does, with both records undelivered.)
+    set_visibility_delay(&world, 3600.0);
+    for status in [
+        aws_sdk_iam::types::StatusType::Active,
+        aws_sdk_iam::types::StatusType::Inactive,
+    ] {
+        iam.update_access_key()
+            .user_name("old-app")
+            .access_key_id(&key)
+            .status(status)
+            .send()
+            .await
+            .unwrap();
+    }
+    let port = free_port();
+    let config = world.config(
+        "[iam]\nenabled = true\naction = \"delete\"\ndelete_after_inactive = \"30d\"\n",
+        port,
+    );
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    let mut seen = Vec::new();
+    after_sweep(&world, &guard, 1, &mut seen).await;
+    assert_eq!(
+        key_status(&iam, "old-app", &key).await.as_deref(),
+        Some("Inactive"),
+        "deactivated minutes ago, not 40 days ago: deleted on stale evidence\n{seen:#?}"
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
