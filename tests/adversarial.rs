@@ -13,7 +13,8 @@ use std::time::Duration;
 use chrono::Utc;
 use common::*;
 use serde_json::{Value, json};
-use trailguard_sandbox::IdentitySpec;
+use trailguard_sandbox::wire::Service;
+use trailguard_sandbox::{Fault, IdentitySpec};
 
 const INTRUDER: &str = "AKIAINTRUDERTEST";
 
@@ -252,6 +253,69 @@ async fn a_key_reactivated_and_deactivated_again_minutes_ago_is_not_deleted_on_i
         key_status(&iam, "old-app", &key).await.as_deref(),
         Some("Inactive"),
         "deactivated minutes ago, not 40 days ago: deleted on stale evidence\n{seen:#?}"
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deactivation_is_reported_even_if_trailguard_dies_before_the_sweep_ends() {
+    let world = World::new().await;
+    let iam = iam_client(&world).await;
+    let first = iam_user(&world, &iam, "a-stale", 200, None).await;
+    let second = iam_user(&world, &iam, "b-stale", 200, None).await;
+    // IAM is slow today: every ListAccessKeys takes 3 s (the sweep lists keys per user, and
+    // again to verify each deactivation).
+    world.sb.state().set_fault(
+        Service::Iam,
+        Fault {
+            operations: vec!["ListAccessKeys".into()],
+            latency_ms: 3000,
+            ..Default::default()
+        },
+    );
+    let port = free_port();
+    let config = world.config("[iam]\nenabled = true\naction = \"deactivate\"\n", port);
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    // The first key is deactivated; trailguard is killed while it verifies (an OOM kill, a
+    // node lost): before the sweep ends.
+    eventually(Duration::from_secs(60), || async {
+        (world.sb.state().counter("iam.UpdateAccessKey") >= 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no deactivation:\n{}", guard.logs()));
+    guard.signal("KILL");
+    let _ = guard.child.wait();
+    assert_eq!(world.sb.state().counter("iam.UpdateAccessKey"), 1);
+    drop(guard);
+    world.sb.state().clear_faults();
+    let changed: Vec<String> = {
+        let mut v = Vec::new();
+        for (user, key) in [("a-stale", &first), ("b-stale", &second)] {
+            if key_status(&iam, user, key).await.as_deref() == Some("Inactive") {
+                v.push(key.clone());
+            }
+        }
+        v
+    };
+    assert_eq!(changed.len(), 1, "one key was deactivated before the kill");
+    // Restarted with the same state: the sweep runs again.
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    let mut seen = Vec::new();
+    after_sweep(&world, &guard, 1, &mut seen).await;
+    // Everything the sweep queued has gone out.
+    eventually(Duration::from_secs(20), || async {
+        (guard.metric("trailguard_notifications_pending").await == 0.0).then_some(())
+    })
+    .await
+    .expect("outbox drained");
+    seen.extend(world.notifications().await.into_iter().map(|(_, b, _)| b));
+    assert!(
+        seen.iter()
+            .any(|b| b["finding"]["key"]["access_key_id"] == changed[0].as_str()),
+        "trailguard deactivated {} and never said so:\n{seen:#?}",
+        changed[0]
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
