@@ -319,3 +319,56 @@ async fn a_deactivation_is_reported_even_if_trailguard_dies_before_the_sweep_end
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescue_cut_between_cancel_and_enable_by_a_restart_still_re_enables_the_key() {
+    let world = World::new().await;
+    let (arn, ciphertext) = world.doomed_key("alias/checkout").await;
+    // EnableKey hangs: trailguard is stopped hard between its two calls.
+    world.sb.state().set_fault(
+        Service::Kms,
+        Fault {
+            operations: vec!["EnableKey".into()],
+            hang: true,
+            ..Default::default()
+        },
+    );
+    let port = free_port();
+    let config = world.config("[kms]\nenable_after_cancel = true\n", port);
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    let _ = world
+        .app_kms
+        .decrypt()
+        .ciphertext_blob(ciphertext)
+        .send()
+        .await
+        .unwrap_err();
+    eventually(Duration::from_secs(20), || async {
+        (world.sb.state().counter("kms.EnableKey") >= 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no EnableKey:\n{}", guard.logs()));
+    assert_eq!(world.sb.state().counter("kms.CancelKeyDeletion"), 1);
+    guard.signal("KILL");
+    let _ = guard.child.wait();
+    drop(guard);
+    world.sb.state().clear_faults();
+    assert_eq!(world.key_state(&arn).await, ("Disabled".to_owned(), false));
+    // The job is resumed at the next start.
+    let mut guard = Guard::start(&world, &config, port, &[]);
+    guard.wait_ready().await;
+    let note = world
+        .wait_notes("kms_pending_deletion_use", 1, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no message:\n{}", guard.logs()))
+        .remove(0)
+        .1;
+    assert_eq!(
+        world.key_state(&arn).await.0,
+        "Enabled",
+        "kms.enable_after_cancel: the key was in use and is left Disabled; the message says {:?}",
+        note["remediation"]["detail"]
+    );
+    assert!(guard.terminate(Duration::from_secs(25)).await.success());
+}
