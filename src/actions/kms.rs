@@ -303,7 +303,16 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
         if tags {
             for id in self.api.region_keys(region).await? {
                 let key = KeyArn::from_id(region, account, &id);
-                by_key.entry(id).or_default().tags = self.api.list_resource_tags(&key).await?;
+                match self.api.list_resource_tags(&key).await {
+                    Ok(tags) => by_key.entry(id).or_default().tags = tags,
+                    // This key's own policy (or state) refuses: leave the key out, so its last
+                    // known facts stand, and refresh the others.
+                    Err(e) if matches!(e.error_type, ErrorType::AccessDenied | ErrorType::NotFound) => {
+                        tracing::warn!(key_arn = %key.arn, error = %e, "Cannot read a key's tags; its last known aliases and tags are kept.");
+                        by_key.remove(&id);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(by_key
