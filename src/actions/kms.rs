@@ -303,7 +303,16 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
         if tags {
             for id in self.api.region_keys(region).await? {
                 let key = KeyArn::from_id(region, account, &id);
-                by_key.entry(id).or_default().tags = self.api.list_resource_tags(&key).await?;
+                match self.api.list_resource_tags(&key).await {
+                    Ok(tags) => by_key.entry(id).or_default().tags = tags,
+                    // This key's own policy (or state) refuses: leave the key out, so its last
+                    // known facts stand, and refresh the others.
+                    Err(e) if matches!(e.error_type, ErrorType::AccessDenied | ErrorType::NotFound) => {
+                        tracing::warn!(key_arn = %key.arn, error = %e, "Cannot read a key's tags; its last known aliases and tags are kept.");
+                        by_key.remove(&id);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(by_key
@@ -436,5 +445,54 @@ mod tests {
 
         let disabled = KmsRemediator::new(FakeKms::with(KeyState::Disabled), false, false);
         assert_eq!(disabled.enable(Some(ARN), None).await.outcome, Outcome::Applied);
+    }
+
+    /// Two keys in a region; the second one's key policy does not let trailguard read its tags.
+    struct OneUnreadable;
+
+    impl KeyApi for OneUnreadable {
+        async fn describe_key(&self, _: &KeyArn) -> Result<KeyDescription, AwsError> {
+            unreachable!()
+        }
+        async fn cancel_key_deletion(&self, _: &KeyArn) -> Result<(), AwsError> {
+            unreachable!()
+        }
+        async fn enable_key(&self, _: &KeyArn) -> Result<(), AwsError> {
+            unreachable!()
+        }
+        async fn list_aliases(&self, _: &KeyArn) -> Result<Vec<String>, AwsError> {
+            unreachable!()
+        }
+        async fn list_resource_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
+            match key.key_id.as_str() {
+                "k-1" => Ok(vec![("trailguard:protect".into(), "true".into())]),
+                _ => Err(FakeKms::err("ListResourceTags", ErrorType::AccessDenied)),
+            }
+        }
+        async fn region_aliases(&self, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+            Ok(vec![("alias/prod-db".into(), Some("k-1".into()))])
+        }
+        async fn region_keys(&self, _: &str) -> Result<Vec<String>, AwsError> {
+            Ok(vec!["k-1".into(), "k-2".into()])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_key_whose_tags_cannot_be_read_does_not_stop_the_refresh_of_the_others() {
+        let kms = KmsRemediator::new(OneUnreadable, false, false);
+        let facts = kms
+            .region_facts("eu-west-1", "111122223333", true)
+            .await
+            .expect("k-1's aliases and tags were read: the refresh must keep them");
+        assert_eq!(
+            facts.len(),
+            1,
+            "k-2 is left out (its last known facts stand): {facts:?}"
+        );
+        assert_eq!(facts[0].0, ARN);
+        assert_eq!(
+            facts[0].1.tags,
+            [("trailguard:protect".to_owned(), "true".to_owned())]
+        );
     }
 }

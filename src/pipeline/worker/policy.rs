@@ -105,6 +105,11 @@ impl<R: Remediator> Worker<R> {
         }
         let facts = match self.facts_at(&arn, at).await {
             Ok(f) => f,
+            // Named by its id or ARN in kms.protected_keys: protected whatever its aliases/tags.
+            Err(why) if plan::protected_by(&self.policy, &arn, &KeyFacts::default()).is_some() => {
+                warn!(key_arn = %arn, error = %why, "The key's aliases and tags are unknown; it is protected by its id.");
+                KeyFacts::default()
+            }
             Err(why) => {
                 warn!(key_arn = %arn, error = %why, "The key's protection is unknown.");
                 job.policy = Some(why);

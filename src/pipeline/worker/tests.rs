@@ -442,3 +442,5 @@ async fn an_alias_removed_from_an_unprotected_key_says_nothing() {
     assert!(b.outbox().is_empty());
     b.stop().await;
 }
+
+mod adversarial;
