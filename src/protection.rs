@@ -43,7 +43,7 @@ pub struct Change {
 }
 
 /// The alias and tag changes a record makes (`UpdateAlias` moves an alias: its previous key is
-/// not in the record, so only the addition is returned; see [`History::holder_of`]).
+/// not in the record, so only the addition is returned).
 pub fn changes(r: &Record) -> Vec<Change> {
     if r.source() != "kms.amazonaws.com" || !r.succeeded() {
         return Vec::new();
