@@ -43,7 +43,7 @@ pub struct Change {
 }
 
 /// The alias and tag changes a record makes (`UpdateAlias` moves an alias: its previous key is
-/// not in the record, so only the addition is returned; see [`History::holder_of`]).
+/// not in the record, so only the addition is returned).
 pub fn changes(r: &Record) -> Vec<Change> {
     if r.source() != "kms.amazonaws.com" || !r.succeeded() {
         return Vec::new();
@@ -233,7 +233,40 @@ impl History {
         for c in self.unauthorized_removals(t, allowed) {
             apply(&mut f, &c.edit, false);
         }
+        // A tag's value overwritten by such a caller: the value it replaced still counts.
+        for (k, v) in self.unauthorized_overwrites(t, allowed) {
+            if !f.tags.iter().any(|(tk, tv)| *tk == k && *tv == v) {
+                f.tags.push((k, v));
+            }
+        }
         Some(f)
+    }
+
+    /// Tag values replaced (`TagResource` over an existing value) up to `t` by callers
+    /// `allowed` does not accept, and not set again since by an allowed one: (key, old value).
+    fn unauthorized_overwrites(
+        &self,
+        t: DateTime<Utc>,
+        allowed: &dyn Fn(&Change) -> bool,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for c in self.changes.iter().filter(|c| c.time <= t && !allowed(c)) {
+            let Edit::AddTag(k, v) = &c.edit else {
+                continue;
+            };
+            let undone = self.changes.iter().any(|later| {
+                later.time > c.time && later.time <= t && allowed(later) && same_target(&later.edit, &c.edit)
+            });
+            let before = self.facts_at(c.time - chrono::Duration::milliseconds(1));
+            if let Some((_, old)) = before
+                .as_ref()
+                .and_then(|b| b.tags.iter().find(|(tk, tv)| tk == k && tv != v))
+                && !undone
+            {
+                out.push((k.clone(), old.clone()));
+            }
+        }
+        out
     }
 }
 

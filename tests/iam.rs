@@ -78,6 +78,23 @@ async fn iam_notes(world: &World) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Waits until at least `n` IAM notifications have arrived, keeping every one drained (each
+/// drain deletes what it read: a batch split across two drains must still count).
+async fn wait_iam_notes(world: &World, n: usize, limit: Duration) -> Option<Vec<(String, Value)>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut all = Vec::new();
+    loop {
+        all.extend(iam_notes(world).await);
+        if all.len() >= n {
+            return Some(all);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn for_key<'n>(notes: &'n [(String, Value)], key: &str) -> &'n (String, Value) {
     notes
         .iter()
@@ -102,13 +119,10 @@ async fn sweep_deactivates_stale_keys_respects_exemptions_and_reports_reactivati
     );
     let mut guard = Guard::start(&world, &config, port, &[]);
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(30), || async {
+    let notes = wait_iam_notes(&world, 4, Duration::from_secs(30))
         // old, busy, forgotten, ci-deploy; never the fresh key.
-        let n = iam_notes(&world).await;
-        (n.len() >= 4).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("sweep notifications missing:\n{}", guard.logs()));
+        .await
+        .unwrap_or_else(|| panic!("sweep notifications missing:\n{}", guard.logs()));
     assert_eq!(notes.len(), 4, "{notes:#?}");
 
     assert_eq!(iam.status("old-app", &old).await.as_deref(), Some("Inactive"));
@@ -158,7 +172,7 @@ async fn sweep_deactivates_stale_keys_respects_exemptions_and_reports_reactivati
         .send()
         .await
         .unwrap();
-    let back = eventually(Duration::from_secs(30), || async {
+    let back = eventually(Duration::from_secs(15), || async {
         let n: Vec<_> = world
             .notifications()
             .await
@@ -233,12 +247,9 @@ async fn delete_removes_only_keys_inactive_long_enough() {
         &[],
     );
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(30), || async {
-        let n = iam_notes(&world).await;
-        (n.len() >= 3).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("notifications missing:\n{}", guard.logs()));
+    let notes = wait_iam_notes(&world, 3, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("notifications missing:\n{}", guard.logs()));
     assert_eq!(
         iam.status("gone-long", &long).await,
         None,
@@ -282,12 +293,9 @@ async fn blast_radius_stops_a_sweep_of_eleven_and_dry_run_changes_nothing() {
         &[],
     );
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(30), || async {
-        let n = iam_notes(&world).await;
-        (n.len() >= 11).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("notifications missing:\n{}", guard.logs()));
+    let notes = wait_iam_notes(&world, 11, Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|| panic!("notifications missing:\n{}", guard.logs()));
     for (user, key) in &keys {
         assert_eq!(
             iam.status(user, key).await.as_deref(),
@@ -317,12 +325,9 @@ async fn blast_radius_stops_a_sweep_of_eleven_and_dry_run_changes_nothing() {
     );
     let mut guard = Guard::start(&world, &config, port, &["--dry-run"]);
     guard.wait_ready().await;
-    let notes = eventually(Duration::from_secs(30), || async {
-        let n = iam_notes(&world).await;
-        (n.len() >= 11).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("dry-run notifications missing:\n{}", guard.logs()));
+    let notes = wait_iam_notes(&world, 11, Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|| panic!("dry-run notifications missing:\n{}", guard.logs()));
     assert!(notes.iter().all(|(_, b)| b["outcome"] == "dry_run"), "{notes:#?}");
     assert!(notes[0].0.contains("would deactivate"), "{}", notes[0].0);
     assert_eq!(world.sb.state().counter("iam.UpdateAccessKey"), 0);

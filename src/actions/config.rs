@@ -81,6 +81,17 @@ impl KmsConfig {
     }
 }
 
+/// Exemption keys are checked as protected keys are: one that can never match is an error.
+fn checked_exemptions(f: Field<Vec<KeyExemption>>, p: &mut Problems) -> Vec<KeyExemption> {
+    let all = f.get("kms.exemptions", p).unwrap_or_default();
+    for (i, e) in all.iter().enumerate() {
+        if let Err(why) = crate::plan::check_key_spec(&e.key) {
+            p.push(format!("kms.exemptions[{i}].key"), why);
+        }
+    }
+    all
+}
+
 fn policy(
     protected_keys: Field<Vec<String>>,
     on_disable: Field<String>,
@@ -135,7 +146,7 @@ fn policy(
             OnScheduleDeletion::Notify,
         ),
         allowed_principals: allowed,
-        exemptions: exemptions.get("kms.exemptions", p).unwrap_or_default(),
+        exemptions: checked_exemptions(exemptions, p),
     }
 }
 

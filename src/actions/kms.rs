@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use super::{ActionKind, KeyApi, KeyDescription, KeyState, Outcome, Remediation, Remediator};
+use crate::accounts::Scope;
 use crate::arn::KeyArn;
 use crate::aws::{AwsError, ErrorType, RetryPolicy, Service, retry_if};
 use crate::plan::KeyFacts;
@@ -30,6 +31,8 @@ pub struct KmsRemediator<K> {
     api: K,
     pub dry_run: bool,
     pub enable_after_cancel: bool,
+    /// The accounts trailguard acts in (`[accounts]`); unset: the event's own account.
+    pub scope: Scope,
 }
 
 fn rfc3339(d: &Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
@@ -42,6 +45,7 @@ impl<K: KeyApi> KmsRemediator<K> {
             api,
             dry_run,
             enable_after_cancel,
+            scope: Scope::default(),
         }
     }
 
@@ -55,9 +59,10 @@ impl<K: KeyApi> KmsRemediator<K> {
         r
     }
 
-    /// The key to act on, or why there is none: the finding must name a key of the account it
-    /// was recorded in (`CancelKeyDeletion` only works in the owning account).
-    fn target(key_arn: Option<&str>, account: Option<&str>, r: &mut Remediation) -> Option<KeyArn> {
+    /// The key to act on, or why there is none: the finding must name a key of an account
+    /// trailguard guards (`[accounts]`), or, guarding only its own account, of the account the
+    /// event was recorded in (`CancelKeyDeletion` only works in the owning account).
+    fn target(&self, key_arn: Option<&str>, account: Option<&str>, r: &mut Remediation) -> Option<KeyArn> {
         let Some(text) = key_arn else {
             r.outcome = Outcome::NotActionable;
             r.detail = "the event names no key ARN, so there is no key to act on".into();
@@ -68,6 +73,18 @@ impl<K: KeyApi> KmsRemediator<K> {
             r.detail = format!("{text} is not a KMS key ARN");
             return None;
         };
+        match self.scope.guards(&key.account) {
+            Some(true) => return Some(key),
+            Some(false) => {
+                r.outcome = Outcome::NotActionable;
+                r.detail = format!(
+                    "the key belongs to account {}, which trailguard does not guard (accounts.ids, accounts.discover, accounts.exclude)",
+                    key.account
+                );
+                return None;
+            }
+            None => {}
+        }
         if let Some(acct) = account
             && acct != key.account
         {
@@ -84,7 +101,7 @@ impl<K: KeyApi> KmsRemediator<K> {
     /// Re-enables a disabled key (protection policy `kms.on_disable = "enable_key"`), verified.
     pub async fn enable(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
         let mut r = Remediation::new(ActionKind::EnableKey);
-        let Some(key) = Self::target(key_arn, account, &mut r) else {
+        let Some(key) = self.target(key_arn, account, &mut r) else {
             return r;
         };
         let before = match self.describe(&key, &mut r.steps).await {
@@ -141,7 +158,7 @@ impl<K: KeyApi> KmsRemediator<K> {
     /// Rescues a key pending deletion.
     pub async fn rescue(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
         let mut r = Remediation::new(ActionKind::CancelKeyDeletion);
-        let Some(key) = Self::target(key_arn, account, &mut r) else {
+        let Some(key) = self.target(key_arn, account, &mut r) else {
             return r;
         };
         let before = match self.describe(&key, &mut r.steps).await {
@@ -182,6 +199,20 @@ impl<K: KeyApi> KmsRemediator<K> {
         }
         if let Err(e) = self.api.cancel_key_deletion(&key).await {
             r.steps.push(format!("CancelKeyDeletion: {}", e.short()));
+            // Refused because the key is no longer pending: someone (another trailguard
+            // replica, an administrator) cancelled it since the DescribeKey. Read it again.
+            if e.error_type == ErrorType::InvalidState
+                && let Ok(now) = self.describe(&key, &mut r.steps).await
+                && !now.state.pending_deletion()
+            {
+                r.outcome = Outcome::NotNeeded;
+                r.state_after = Some(now.state.as_str().to_owned());
+                r.detail = format!(
+                    "the key is {}, no longer pending deletion: cancelled by someone else (another trailguard replica?) just before; nothing to do",
+                    now.state.as_str()
+                );
+                return r;
+            }
             r.detail = format!(
                 "CancelKeyDeletion failed: {}; the key is still scheduled for deletion{when}",
                 e.short()
@@ -295,15 +326,24 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
         tags: bool,
     ) -> Result<Vec<(String, KeyFacts)>, AwsError> {
         let mut by_key: std::collections::BTreeMap<String, KeyFacts> = std::collections::BTreeMap::new();
-        for (alias, target) in self.api.region_aliases(region).await? {
+        for (alias, target) in self.api.region_aliases(account, region).await? {
             if let Some(id) = target {
                 by_key.entry(id).or_default().aliases.push(alias);
             }
         }
         if tags {
-            for id in self.api.region_keys(region).await? {
+            for id in self.api.region_keys(account, region).await? {
                 let key = KeyArn::from_id(region, account, &id);
-                by_key.entry(id).or_default().tags = self.api.list_resource_tags(&key).await?;
+                match self.api.list_resource_tags(&key).await {
+                    Ok(tags) => by_key.entry(id).or_default().tags = tags,
+                    // This key's own policy (or state) refuses: leave the key out, so its last
+                    // known facts stand, and refresh the others.
+                    Err(e) if matches!(e.error_type, ErrorType::AccessDenied | ErrorType::NotFound) => {
+                        tracing::warn!(key_arn = %key.arn, error = %e, "Cannot read a key's tags; its last known aliases and tags are kept.");
+                        by_key.remove(&id);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(by_key
@@ -314,127 +354,4 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    /// A key in memory that behaves as KMS's state table says.
-    #[derive(Default)]
-    struct FakeKms {
-        state: Mutex<Option<KeyState>>,
-        calls: Mutex<Vec<&'static str>>,
-        /// EnableKey answers "invalid state" this many times first (eventual consistency).
-        stale_enables: Mutex<u32>,
-        fail_cancel: bool,
-    }
-
-    impl FakeKms {
-        fn with(state: KeyState) -> Self {
-            Self {
-                state: Mutex::new(Some(state)),
-                ..Default::default()
-            }
-        }
-        fn err(op: &'static str, t: ErrorType) -> AwsError {
-            AwsError::local(Service::Kms, op, t, "fake")
-        }
-    }
-
-    impl KeyApi for FakeKms {
-        async fn describe_key(&self, _: &KeyArn) -> Result<KeyDescription, AwsError> {
-            self.calls.lock().unwrap().push("DescribeKey");
-            let state = self.state.lock().unwrap().clone().unwrap();
-            Ok(KeyDescription {
-                deletion_date: state.pending_deletion().then_some(chrono::DateTime::UNIX_EPOCH),
-                state,
-            })
-        }
-        async fn cancel_key_deletion(&self, _: &KeyArn) -> Result<(), AwsError> {
-            self.calls.lock().unwrap().push("CancelKeyDeletion");
-            if self.fail_cancel {
-                return Err(Self::err("CancelKeyDeletion", ErrorType::Server));
-            }
-            *self.state.lock().unwrap() = Some(KeyState::Disabled);
-            Ok(())
-        }
-        async fn enable_key(&self, _: &KeyArn) -> Result<(), AwsError> {
-            self.calls.lock().unwrap().push("EnableKey");
-            let mut stale = self.stale_enables.lock().unwrap();
-            if *stale > 0 {
-                *stale -= 1;
-                return Err(Self::err("EnableKey", ErrorType::InvalidState));
-            }
-            *self.state.lock().unwrap() = Some(KeyState::Enabled);
-            Ok(())
-        }
-        async fn list_aliases(&self, _: &KeyArn) -> Result<Vec<String>, AwsError> {
-            Ok(vec!["alias/a".into()])
-        }
-        async fn list_resource_tags(&self, _: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
-            Ok(vec![])
-        }
-        async fn region_aliases(&self, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
-            Ok(vec![("alias/a".into(), Some("k-1".into()))])
-        }
-        async fn region_keys(&self, _: &str) -> Result<Vec<String>, AwsError> {
-            Ok(vec!["k-1".into()])
-        }
-    }
-
-    const ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/k-1";
-
-    #[tokio::test(start_paused = true)]
-    async fn rescue_cancels_and_verifies_and_is_idempotent() {
-        let kms = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), false, false);
-        let r = kms.rescue(Some(ARN), Some("111122223333")).await;
-        assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
-        assert_eq!(r.state_after.as_deref(), Some("Disabled"));
-        assert_eq!(
-            r.steps,
-            [
-                "DescribeKey: PendingDeletion",
-                "CancelKeyDeletion: ok",
-                "DescribeKey: Disabled"
-            ]
-        );
-        let again = kms.rescue(Some(ARN), Some("111122223333")).await;
-        assert_eq!(again.outcome, Outcome::NotNeeded);
-        let calls = kms.api.calls.lock().unwrap().clone();
-        assert_eq!(calls.iter().filter(|c| **c == "CancelKeyDeletion").count(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn enable_after_cancel_waits_out_eventual_consistency() {
-        let api = FakeKms::with(KeyState::PendingDeletion);
-        *api.stale_enables.lock().unwrap() = 2;
-        let kms = KmsRemediator::new(api, false, true);
-        let r = kms.rescue(Some(ARN), None).await;
-        assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
-        assert_eq!(r.state_after.as_deref(), Some("Enabled"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failures_dry_runs_and_other_accounts_say_so() {
-        let api = FakeKms {
-            fail_cancel: true,
-            ..FakeKms::with(KeyState::PendingDeletion)
-        };
-        let r = KmsRemediator::new(api, false, false)
-            .rescue(Some(ARN), None)
-            .await;
-        assert_eq!(r.outcome, Outcome::Failed);
-        assert!(r.detail.contains("still scheduled for deletion"), "{}", r.detail);
-
-        let dry = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), true, false);
-        assert_eq!(dry.rescue(Some(ARN), None).await.outcome, Outcome::DryRun);
-        assert!(!dry.api.calls.lock().unwrap().contains(&"CancelKeyDeletion"));
-
-        let other = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), false, false);
-        let r = other.rescue(Some(ARN), Some("444455556666")).await;
-        assert_eq!(r.outcome, Outcome::NotActionable);
-        assert!(other.api.calls.lock().unwrap().is_empty());
-
-        let disabled = KmsRemediator::new(FakeKms::with(KeyState::Disabled), false, false);
-        assert_eq!(disabled.enable(Some(ARN), None).await.outcome, Outcome::Applied);
-    }
-}
+mod tests;

@@ -40,7 +40,7 @@ impl LookupApi for CloudTrail {
 impl CloudTrail {
     /// One page; every attempt takes a token first (at background priority when `background`).
     async fn send(&self, place: &Place, q: &LookupQuery, background: bool) -> Result<LookupPage, AwsError> {
-        let client = self.aws.cloudtrail(&place.region);
+        let client = self.aws.cloudtrail_in(Some(&place.account), &place.region);
         let attr = LookupAttribute::builder()
             .attribute_key(match q.key {
                 LookupKey::EventSource => LookupAttributeKey::EventSource,

@@ -225,3 +225,19 @@ fn missing_file_is_a_problem() {
     let e = load_from(Path::new("/nonexistent/trailguard.toml"), vec![]).unwrap_err();
     assert_eq!(keys(&e), ["config"]);
 }
+
+#[test]
+fn an_exemption_that_can_never_match_a_key_is_rejected() {
+    // An alias ARN never names a key in CloudTrail or in KMS's alias list: this exemption
+    // would never apply, and the approved deletion (crypto-shredding) would be fought.
+    let f = file(
+        "[aws]\nregions = [\"eu-west-1\"]\n[kms]\nprotected_keys = [\"alias/prod-*\"]\n\
+         [[kms.exemptions]]\nkey = \"arn:aws:kms:eu-west-1:111122223333:alias/prod-legacy\"\n\
+         expires = \"2026-12-31\"\nreason = \"decommissioning, CHG-42\"\n\
+         [[kms.exemptions]]\nkey = \"tag:retired=true\"\nexpires = \"2026-12-31\"\nreason = \"CHG-43\"\n",
+    );
+    match load_from(f.path(), vec![]) {
+        Ok(_) => panic!("kms.exemptions[0].key and [1].key can never match a key, and were accepted"),
+        Err(e) => assert_eq!(keys(&e), ["kms.exemptions[0].key", "kms.exemptions[1].key"]),
+    }
+}

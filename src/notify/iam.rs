@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::message::{Message, clean_subject};
+use super::message::{Message, clean, clean_subject};
+
+/// How many skipped users or keys a message lists (the log has them all): with each entry cut,
+/// the message stays far below SNS's 256 KB however many were skipped.
+const MAX_LISTED: usize = 50;
 use crate::iam::sweep::planned_action;
 use crate::iam::{KeyFinding, Planned, UNUSED};
 use crate::job::Outcome;
@@ -102,13 +106,25 @@ pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime
     let mut text = String::from(
         "The IAM access-key sweep could not check some users or keys. It changed nothing for them (failing toward keeping keys); the next sweep tries again.\n\n",
     );
-    for (who, why) in skipped {
-        text.push_str(&format!("  {:<28} {why}\n", super::message::clean(who, 128)));
+    let listed: Vec<(String, String)> = skipped
+        .iter()
+        .take(MAX_LISTED)
+        .map(|(w, why)| (clean(w, 128), clean(why, 300)))
+        .collect();
+    for (who, why) in &listed {
+        text.push_str(&format!("  {who:<28} {why}\n"));
+    }
+    if skipped.len() > listed.len() {
+        text.push_str(&format!(
+            "  ... and {} more (see trailguard's log)\n",
+            skipped.len() - listed.len()
+        ));
     }
     text.push_str(&format!("\nnotification id: {id}\n"));
     let json = json!({
         "version": 1, "notification_id": id, "rule_id": INCOMPLETE, "severity": "medium",
-        "outcome": "not_actionable", "skipped": skipped.iter().map(|(w, why)| json!({"who": w, "why": why})).collect::<Vec<_>>(),
+        "outcome": "not_actionable", "skipped_total": skipped.len(),
+        "skipped": listed.iter().map(|(w, why)| json!({"who": w, "why": why})).collect::<Vec<_>>(),
         "subject": subject, "text": text,
     });
     Message {
@@ -127,3 +143,27 @@ pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime
 
 /// The rule id of a sweep that left users unchecked.
 pub const INCOMPLETE: &str = "iam_sweep_incomplete";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::message::SNS_LIMIT;
+
+    #[test]
+    fn a_sweep_that_skips_thousands_of_users_still_sends_a_whole_json_document() {
+        // trailguard's role lacks iam:ListUserTags: every stale user of a large account is skipped.
+        let why = "its tags could not be read, so exemptions cannot be checked: AccessDenied: User: arn:aws:sts::111122223333:assumed-role/trailguard/i-0abc is not authorized to perform: iam:ListUserTags";
+        let all: Vec<(String, String)> = (0..2000)
+            .map(|i| (format!("service-account-{i:05}"), why.to_owned()))
+            .collect();
+        let m = skipped(&all, "2026-11-25T12:00:00+00:00", chrono::DateTime::UNIX_EPOCH);
+        assert!(m.size() < SNS_LIMIT, "{} bytes", m.size());
+        let body = crate::aws::sns::body(&m, crate::notify::config::MessageFormat::Json);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+            "the JSON body was cut to {} of {} bytes: subscribers get a document that does not parse",
+            body.len(),
+            m.json.to_string().len()
+        );
+    }
+}

@@ -29,8 +29,8 @@ pub struct Reminders<K> {
     pub store: Arc<Store>,
     pub clock: Clock,
     pub usage: UsagePolicy,
-    /// The account whose event history trailguard reads.
-    pub account: String,
+    /// The accounts trailguard guards (it reads their event history).
+    pub accounts: Vec<String>,
     /// The worker's queue.
     pub jobs: mpsc::UnboundedSender<Job>,
 }
@@ -143,13 +143,13 @@ impl<K: KeyApi> Reminders<K> {
         if !self.usage.enabled() {
             return Usage::unknown(from, now, "usage lookups are off (kms.usage_window = \"0s\")");
         }
-        if arn.account != self.account {
+        if !self.accounts.contains(&arn.account) {
             return Usage::unknown(
                 from,
                 now,
                 format!(
-                    "the key is in account {}; trailguard reads the event history of {} only",
-                    arn.account, self.account
+                    "the key is in account {}, which trailguard does not guard: its event history is not read",
+                    arn.account
                 ),
             );
         }

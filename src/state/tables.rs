@@ -137,10 +137,12 @@ impl Store {
 
     /// Step 1 of the protocol, for one slice: new ids seen, jobs stored, cursor advanced and old
     /// ids pruned, atomically.
+    /// Records a read (a poller's slice, or a queue receive with no `cursor`) in one
+    /// transaction: the new event ids, the pruned ones, the jobs and protection changes.
     pub fn record_slice(
         &self,
         poller: &str,
-        cursor: &Cursor,
+        cursor: Option<&Cursor>,
         new_ids: &[(String, DateTime<Utc>)],
         pruned: &[String],
         jobs: &[Job],
@@ -161,7 +163,10 @@ impl Store {
             for job in jobs {
                 put(tx, JOBS, &job.id, job)?;
             }
-            put(tx, CURSORS, poller, cursor)
+            match cursor {
+                Some(c) => put(tx, CURSORS, poller, c),
+                None => Ok(()),
+            }
         })
     }
 
@@ -349,7 +354,7 @@ mod tests {
         store
             .record_slice(
                 "eu-west-1",
-                &Cursor::default(),
+                Some(&Cursor::default()),
                 &[("a".into(), now)],
                 &[],
                 &[],
@@ -359,7 +364,7 @@ mod tests {
         store
             .record_slice(
                 "us-east-1",
-                &Cursor::default(),
+                Some(&Cursor::default()),
                 &[("b".into(), now)],
                 &[],
                 &[],
@@ -369,7 +374,14 @@ mod tests {
         assert!(store.seen("eu-west-1").unwrap().contains("a"));
         assert!(!store.seen("eu-west-1").unwrap().contains("b"));
         store
-            .record_slice("eu-west-1", &Cursor::default(), &[], &["a".into()], &[], &[])
+            .record_slice(
+                "eu-west-1",
+                Some(&Cursor::default()),
+                &[],
+                &["a".into()],
+                &[],
+                &[],
+            )
             .unwrap();
         assert!(store.seen("eu-west-1").unwrap().is_empty());
     }

@@ -153,12 +153,12 @@ impl<R: Remediator> Worker<R> {
             self.keys.done_tx.clone(),
             self.keys.permits.clone(),
         );
-        if key.account != self.account {
-            // NOTE: event history is read with trailguard's own credentials; another account's
-            // history is not there, and reading ours would say "unused" wrongly.
+        if !self.places.iter().any(|p| p.account == key.account) {
+            // NOTE: event history is per account; reading another account's would say "unused"
+            // wrongly.
             let why = format!(
-                "the key is in account {}; trailguard reads the event history of {} only",
-                key.account, self.account
+                "the key is in account {}, which trailguard does not guard: its event history is not read",
+                key.account
             );
             let _ = tx.send((id, Usage::unknown(from, now, why)));
         } else {
