@@ -209,8 +209,8 @@ impl<R: Remediator> Worker<R> {
         let (Some(usage), Some(arn)) = (job.usage.clone(), f.key_arn.clone()) else {
             return;
         };
-        if job.pending_action().is_some() {
-            return; // the protection policy reverts it already
+        if job.remediation.is_some() || job.pending_action().is_some() {
+            return; // the protection policy reverts (or reverted) it already
         }
         let at = event_time(job, self.clock.now());
         let (facts, facts_note) = match self.facts_at(&arn, at).await {

@@ -97,9 +97,6 @@ impl<R: Remediator> Worker<R> {
     }
 
     pub async fn process(&mut self, mut job: Job) {
-        if self.park(&job) {
-            return; // picked up again once its key's use is known
-        }
         if !self.decide(&mut job).await {
             // Nothing to act on and nothing to say (trailguard's own failed call, an alias
             // removed from a key that was not protected).
@@ -109,10 +106,16 @@ impl<R: Remediator> Worker<R> {
             self.acks.done(&job.id);
             return;
         }
+        // A rescue by the protection policy never waits for a usage lookup: the use is looked
+        // up after it, for the notification only.
+        if job.pending_action().is_none() && self.park(&job) {
+            return; // picked up again once its key's use is known
+        }
         self.decide_usage(&mut job).await;
         let now = self.clock.now();
         let key = aggregate::window_key(&job);
-        if aggregate::decide(self.windows.get(&key), &job, now, self.window) == Decision::Fold
+        if job.remediation.is_none()
+            && aggregate::decide(self.windows.get(&key), &job, now, self.window) == Decision::Fold
             && let Some(w) = self.windows.get_mut(&key)
         {
             w.more += 1;
@@ -149,6 +152,9 @@ impl<R: Remediator> Worker<R> {
             if let Err(e) = self.store.put_job(&job) {
                 error!(error = %e, "Cannot record the remediation outcome.");
             }
+        }
+        if job.remediation.is_some() && self.park(&job) {
+            return; // rescued; the notification waits for the key's use
         }
         self.resolve_alias(&mut job).await;
         self.track(&job);

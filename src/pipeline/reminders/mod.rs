@@ -169,3 +169,6 @@ impl<K: KeyApi> Reminders<K> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;
