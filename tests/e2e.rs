@@ -115,6 +115,26 @@ async fn rescues_a_key_pending_deletion_that_is_still_in_use() {
         scheduled[0].1["finding"]["principal_arn"],
         "arn:aws:iam::123456789012:user/ops-admin"
     );
+    // Neither call named the alias (the schedule named the ARN, Decrypt no key at all): both
+    // notifications name it, read through KMS.
+    for (_, b, _) in [rescue[0], scheduled[0]] {
+        assert_eq!(b["finding"]["key_alias"], "alias/payments-prod", "{b:#}");
+        assert!(
+            b["text"]
+                .as_str()
+                .unwrap()
+                .contains("Alias          alias/payments-prod"),
+            "{}",
+            b["text"]
+        );
+    }
+    // The schedule's notification says who still used the key.
+    let usage = &scheduled[0].1["usage"];
+    assert_eq!(usage["verdict"], "used", "{usage:#}");
+    assert_eq!(
+        usage["callers"][0]["principal"],
+        "arn:aws:iam::123456789012:role/billing-app"
+    );
 
     assert_eq!(
         guard

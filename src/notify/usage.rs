@@ -150,7 +150,8 @@ pub fn subject(job: &Job, sev: &str, key: &str, who: &str) -> Option<String> {
         Some(Outcome::Failed) => {
             format!("[{sev}] Key {key} scheduled for deletion, {use_text}: cancel FAILED")
         }
-        _ => format!("[{sev}] Key {key} scheduled for deletion by {who}, {use_text}"),
+        // The use first: a long key id and caller are what a cut subject loses.
+        _ => format!("[{sev}] Key {key} {use_text}, scheduled for deletion by {who}"),
     })
 }
 
