@@ -868,6 +868,18 @@ const FEATURES: &[(&str, &[&str])] = &[
         &["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
     ),
     ("sns", &["sns:Publish"]),
+    // `trailguard keys audit`, run by an operator (not the daemon's task role).
+    (
+        "keys-audit",
+        &[
+            "kms:ListKeys",
+            "kms:ListAliases",
+            "kms:DescribeKey",
+            "kms:GetKeyPolicy",
+            "kms:GetKeyRotationStatus",
+            "cloudtrail:LookupEvents",
+        ],
+    ),
 ];
 /// Not called by trailguard, but by SNS on its behalf when it publishes to a topic encrypted
 /// with a customer managed key.

@@ -109,6 +109,10 @@ async fn a_used_keys_deletion_is_cancelled_and_an_unused_keys_goes_through_with_
     assert_eq!(usage["distinct_callers"], 1);
     assert_eq!(usage["callers"][0]["principal"], APP_ROLE);
     assert_eq!(usage["operations"]["Encrypt"], 2);
+    assert_eq!(
+        usage["pages"], 1,
+        "BENCHMARKS.md: one LookupEvents page for a key with little history"
+    );
     assert!(usage["last_use"].is_string());
     assert!(
         cancelled["usage_policy"]
@@ -134,6 +138,7 @@ async fn a_used_keys_deletion_is_cancelled_and_an_unused_keys_goes_through_with_
     // A 7-day window is inside the 7-day reminder point: it is due at the next check.
     let reminder = wait_note(&world, &guard, "kms_key_deletion_reminder", &unused, &mut seen).await;
     assert_eq!(reminder["usage"]["verdict"], "unused", "{reminder:#}");
+    assert_eq!(reminder["usage"]["pages"], 1);
     assert_eq!(reminder["remediation"], Value::Null);
     assert!(reminder["finding"]["deletion_date"].is_string());
     assert_eq!(
@@ -426,5 +431,54 @@ async fn keys_audit_reports_each_case_with_its_severity_and_statement() {
             .lines()
             .any(|l| l.starts_with("critical") && l.contains("Anyone")),
         "{table}"
+    );
+}
+
+/// BENCHMARKS.md: the audit's API calls and time for 1,000 keys (run on its own, `--ignored`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn keys_audit_cost_for_1000_keys() {
+    let world = World::new().await;
+    let n: usize = std::env::var("TRAILGUARD_AUDIT_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 0..n {
+        let k = world.kms.create_key().send().await.unwrap().key_metadata.unwrap();
+        world
+            .kms
+            .create_alias()
+            .alias_name(format!("alias/bench-{i}"))
+            .target_key_id(k.key_id())
+            .send()
+            .await
+            .unwrap();
+        if i % 100 == 0 {
+            schedule(&world, k.arn().unwrap()).await;
+        }
+    }
+    let ops = [
+        "kms.ListKeys",
+        "kms.ListAliases",
+        "kms.DescribeKey",
+        "kms.GetKeyPolicy",
+        "kms.GetKeyRotationStatus",
+        "cloudtrail.LookupEvents",
+    ];
+    let before: Vec<u64> = ops.iter().map(|o| world.sb.state().counter(o)).collect();
+    let started = std::time::Instant::now();
+    let (code, lines, stderr) = audit(&world, &[]);
+    let took = started.elapsed();
+    let calls: Vec<String> = ops
+        .iter()
+        .zip(before)
+        .map(|(o, b)| format!("{o} {}", world.sb.state().counter(o) - b))
+        .collect();
+    eprintln!(
+        "audit of {n} keys ({} pending deletion): exit {code}, {} findings, {:.1} s; calls: {}\n{stderr}",
+        n.div_ceil(100),
+        lines.len(),
+        took.as_secs_f64(),
+        calls.join(", ")
     );
 }
