@@ -204,7 +204,7 @@ pub fn findings(k: &KeyInfo, p: &AuditPolicy) -> Vec<AuditFinding> {
         )),
         _ => {}
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 

@@ -182,7 +182,7 @@ async fn run(
     let (mut all, mut keys, mut managed, mut failures) = (Vec::new(), 0, 0, 0);
     for region in &regions {
         let progress = |done: usize, total: usize| {
-            if total >= 100 && (done % 100 == 0 || done == total) {
+            if total >= 100 && (done.is_multiple_of(100) || done == total) {
                 eprintln!("keys audit: {region}: {done}/{total} keys");
             }
         };

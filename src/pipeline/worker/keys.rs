@@ -81,6 +81,9 @@ impl Own {
     }
 }
 
+/// A key's aliases as last read (when, and what: the aliases or the error type).
+type Cached = (DateTime<Utc>, Result<Vec<String>, String>);
+
 /// The worker's key context (see the module docs).
 pub struct Keys {
     pub usage: UsagePolicy,
@@ -90,7 +93,7 @@ pub struct Keys {
     parked: HashMap<String, Job>,
     done_tx: mpsc::UnboundedSender<(String, Usage)>,
     done_rx: Option<mpsc::UnboundedReceiver<(String, Usage)>>,
-    aliases: HashMap<String, (DateTime<Utc>, Result<Vec<String>, String>)>,
+    aliases: HashMap<String, Cached>,
 }
 
 impl Keys {
