@@ -100,19 +100,16 @@ impl QueueApi for Sqs {
                 .send()
         })
         .await?;
-        Ok(out
-            .failed
-            .iter()
-            .filter_map(|f| {
-                let i: usize = f.id.strip_prefix('m')?.parse().ok()?;
-                messages.get(i).map(|(id, _)| id.clone())
-            })
-            .collect())
+        Ok(failed_ids(messages, out.failed.iter().map(|f| f.id.as_str())))
     }
 
-    async fn extend(&self, messages: &[(String, String)], visibility: Duration) -> Result<(), AwsError> {
+    async fn extend(
+        &self,
+        messages: &[(String, String)],
+        visibility: Duration,
+    ) -> Result<Vec<String>, AwsError> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let entries: Vec<_> = messages
             .iter()
@@ -126,7 +123,7 @@ impl QueueApi for Sqs {
                     .expect("id and receipt handle are set")
             })
             .collect();
-        call(
+        let out = call(
             &RetryPolicy::ACTION,
             Service::Sqs,
             "ChangeMessageVisibilityBatch",
@@ -139,7 +136,7 @@ impl QueueApi for Sqs {
             },
         )
         .await?;
-        Ok(())
+        Ok(failed_ids(messages, out.failed.iter().map(|f| f.id.as_str())))
     }
 
     async fn info(&self) -> Result<QueueInfo, AwsError> {
@@ -178,4 +175,14 @@ impl QueueApi for Sqs {
         }
         Ok(info)
     }
+}
+
+/// The message ids of a batch's failed entries (entry ids are `m<index>`).
+fn failed_ids<'a>(messages: &[(String, String)], failed: impl Iterator<Item = &'a str>) -> Vec<String> {
+    failed
+        .filter_map(|id| {
+            let i: usize = id.strip_prefix('m')?.parse().ok()?;
+            messages.get(i).map(|(id, _)| id.clone())
+        })
+        .collect()
 }

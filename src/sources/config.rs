@@ -183,7 +183,10 @@ pub struct QueueSource {
     /// How long a message trailguard holds is hidden from other consumers, renewed while its
     /// work is in progress.
     pub visibility_timeout: Duration,
-    /// Messages held (received, not yet deleted) at most, per source.
+    /// Messages held (received, not yet deleted) at most, per source. Messages with nothing
+    /// for trailguard are deleted within a fraction of a second, so this bounds the ones with
+    /// work in progress: a replica does not take more than it will handle soon, and leaves the
+    /// rest to the other replicas.
     pub max_in_flight: usize,
 }
 
@@ -345,7 +348,7 @@ impl Sources {
                 (Duration::from_secs(10), Duration::from_secs(12 * 3600)),
                 "",
             );
-            let max_in_flight = number(p, &key("max_in_flight"), r.max_in_flight, 2000, (10, 100_000), "");
+            let max_in_flight = number(p, &key("max_in_flight"), r.max_in_flight, 100, (10, 100_000), "");
             out.queues.push(QueueSource {
                 kind,
                 name,

@@ -46,12 +46,13 @@ pub trait QueueApi: Send + Sync + 'static {
         messages: &[(String, String)],
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 
-    /// Hides messages (at most 10) for `visibility` from now.
+    /// Hides messages (at most 10) for `visibility` from now; returns the ids whose
+    /// visibility could not be changed (a receipt handle no longer valid).
     fn extend(
         &self,
         messages: &[(String, String)],
         visibility: Duration,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 
     fn info(&self) -> impl Future<Output = Result<QueueInfo, AwsError>> + Send;
 }

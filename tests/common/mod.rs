@@ -342,6 +342,11 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // TRAILGUARD_TEST_KEEP=1 keeps the logs and state of every run, to look at afterwards.
+        if std::env::var_os("TRAILGUARD_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.dir.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

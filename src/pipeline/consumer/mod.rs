@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::acks::{Acks, Progress, Tracker};
+use super::acks::{Acks, Tracker};
 use super::poller::{Batch, evaluate, merge, read_log_file};
 use crate::accounts::Scope;
 use crate::aws::ErrorType;
@@ -44,6 +44,9 @@ const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// Records evaluated at a time while a log file streams.
 /// How long shutdown waits for held messages to be settled before giving them back.
 const FINAL: Duration = Duration::from_secs(5);
+
+/// Delete and visibility batches in flight at once per settle.
+const BATCHES_AT_ONCE: usize = 8;
 
 /// What every queue consumer of the process shares.
 #[derive(Clone)]
@@ -385,7 +388,7 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
 
     /// A message whose work failed stays in the queue: received again after its visibility
     /// timeout, or moved to the dead-letter queue by SQS after the redrive count.
-    fn give_up(&self, m: &QueueMessage, info: &QueueInfo, why: &str) {
+    pub(super) fn give_up(&self, m: &QueueMessage, info: &QueueInfo, why: &str) {
         let name = &self.source.name;
         let head: String = m.body.chars().take(300).collect();
         if info.max_receive_count.is_some_and(|max| m.receive_count >= max) {
@@ -396,88 +399,6 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
             warn!(source = %name, message_id = %m.message_id, receive_count = m.receive_count, error = %why, body = %head, "A message could not be handled; it is received again after its visibility timeout.");
         }
     }
-
-    /// Deletes the held messages whose work is done, lets go of failed ones, extends the others
-    /// before they become visible again; at `last`, gives back the unfinished ones.
-    async fn settle(&self, held: &HeldMap, info: &QueueInfo, last: bool) {
-        let name = &self.source.name;
-        let now = Instant::now();
-        let aws_now = self.shared.clock.now();
-        let (mut delete, mut extend, mut release) = (Vec::new(), Vec::new(), Vec::new());
-        let mut oldest = Duration::ZERO;
-        {
-            let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
-            let mut failed = Vec::new();
-            for (id, h) in all.iter() {
-                match h.tracker.progress() {
-                    Progress::Done => delete.push((id.clone(), h.receipt.clone())),
-                    Progress::Failed => failed.push(id.clone()),
-                    Progress::Working if last => release.push((id.clone(), h.receipt.clone())),
-                    Progress::Working => {
-                        if let Some(sent) = h.sent {
-                            oldest = oldest.max((aws_now - sent).to_std().unwrap_or_default());
-                        }
-                        if h.visible_until.saturating_duration_since(now) < self.source.visibility_timeout / 3
-                        {
-                            extend.push((id.clone(), h.receipt.clone()));
-                        }
-                    }
-                }
-            }
-            for id in failed {
-                if let Some(h) = all.remove(&id) {
-                    let m = QueueMessage {
-                        message_id: id,
-                        receipt_handle: h.receipt,
-                        body: String::new(),
-                        receive_count: h.receive_count,
-                        sent: h.sent,
-                    };
-                    self.give_up(&m, info, "its work failed (see the errors above)");
-                }
-            }
-            telemetry::queue_held(name, all.len(), oldest);
-        }
-        for chunk in delete.chunks(10) {
-            let failed = match self.queue.delete(chunk).await {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(source = %name, error = %e, "Cannot delete handled messages; trying again.");
-                    continue;
-                }
-            };
-            let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, _) in chunk {
-                if !failed.contains(id) {
-                    all.remove(id);
-                }
-            }
-            telemetry::queue_messages(name, QueueOutcome::Deleted, chunk.len() - failed.len());
-        }
-        for chunk in extend.chunks(10) {
-            match self.queue.extend(chunk, self.source.visibility_timeout).await {
-                Ok(()) => {
-                    let until = Instant::now() + self.source.visibility_timeout;
-                    let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
-                    for (id, _) in chunk {
-                        if let Some(h) = all.get_mut(id) {
-                            h.visible_until = until;
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!(source = %name, error = %e, "Cannot extend the visibility of messages in progress; another consumer may receive them too.")
-                }
-            }
-        }
-        if last {
-            for chunk in release.chunks(10) {
-                if let Err(e) = self.queue.extend(chunk, Duration::ZERO).await {
-                    warn!(source = %name, error = %e, "Cannot give back unfinished messages; they return after their visibility timeout.");
-                }
-            }
-            telemetry::queue_messages(name, QueueOutcome::Released, release.len());
-            held.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-    }
 }
+
+mod settle;
