@@ -51,7 +51,7 @@ pub struct Worker<R> {
     pub known: HashMap<String, KeyFacts>,
     /// Usage lookups, the used-key policy, aliases and keys pending deletion.
     pub keys: Keys,
-    /// Queue messages waiting on jobs (see [`super::acks`]).
+    /// Queue messages waiting on jobs (see `pipeline::acks`).
     pub acks: Acks,
 }
 
