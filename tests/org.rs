@@ -195,13 +195,18 @@ impl Org {
 
     /// A replica's configuration: the central queue, every account of the organization.
     fn config(&self, name: &str, port: u16) -> std::path::PathBuf {
+        self.config_with(name, port, "")
+    }
+
+    /// As [`Org::config`], with more `[accounts]` keys.
+    fn config_with(&self, name: &str, port: u16, accounts: &str) -> std::path::PathBuf {
         let dir = self.world.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("trailguard.toml");
         let text = format!(
             "[aws]\nregions = [\"us-east-1\", \"eu-west-1\"]\n\
-             [accounts]\ndiscover = \"organizations\"\nexternal_id = \"{EXTERNAL_ID}\"\n\
-             [[sources]]\nkind = \"eventbridge_sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\nwait_time = \"1s\"\n\
+             [accounts]\ndiscover = \"organizations\"\nexternal_id = \"{EXTERNAL_ID}\"\n{accounts}\
+             [[sources]]\nkind = \"eventbridge_sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\nwait_time = \"1s\"\nvisibility_timeout = \"10s\"\n\
              [notify]\nsns_topic_arn = \"{}\"\naggregation_window = \"0s\"\n\
              [state]\ndir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"20s\"\n",
             self.queue_url,
@@ -455,7 +460,6 @@ async fn three_replicas_rescue_every_key_of_an_organization_once() {
     eprintln!("replicas {:?}", t.elapsed());
     assert_guarded(&org, &keys, &[&a, &b, &c]).await;
     eprintln!("guarded {:?}", t.elapsed());
-    eprintln!("{:?}", org.world.sb.state().lock().counters);
     let mut received = 0.0;
     for g in [&a, &b, &c] {
         assert_eq!(
@@ -502,4 +506,98 @@ async fn a_replica_killed_mid_run_loses_no_finding() {
     for g in [a, b] {
         assert!(g.terminate(Duration::from_secs(30)).await.success());
     }
+}
+
+/// An account trailguard cannot enter (its role is missing) fails alone: the event naming a
+/// key there is reported with its failed remediation, and the other accounts' keys are rescued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_role_cannot_be_assumed_fails_alone() {
+    const LOST: &str = "000000000001";
+    let org = Org::new(2).await;
+    let port = free_port();
+    let config = org.config_with("a", port, &format!("ids = [\"{LOST}\"]\n"));
+    let mut g = Guard::start(&org.world, &config, port, &[]);
+    g.wait_ready().await;
+    // A failed use of a key in that account, as its forwarding rule would deliver it.
+    let key = format!("arn:aws:kms:us-east-1:{LOST}:key/0b1c2d3e-0000-4000-8000-000000000001");
+    let event_id = uuid::Uuid::new_v4().to_string();
+    #[allow(clippy::disallowed_methods)]
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let record = json!({
+        "eventVersion": "1.08", "eventTime": now, "eventSource": "kms.amazonaws.com",
+        "eventName": "Decrypt", "awsRegion": "us-east-1", "sourceIPAddress": "10.0.0.1",
+        "userAgent": "app", "errorCode": "KMSInvalidStateException",
+        "errorMessage": format!("{key} is pending deletion."),
+        "userIdentity": {"type": "AssumedRole", "accountId": LOST,
+                         "arn": format!("arn:aws:sts::{LOST}:assumed-role/app/i-1")},
+        "requestParameters": null, "responseElements": null, "eventID": event_id,
+        "readOnly": true, "resources": [{"accountId": LOST, "type": "AWS::KMS::Key", "ARN": key}],
+        "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": LOST,
+        "eventCategory": "Management"});
+    let envelope = json!({"version": "0", "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "AWS API Call via CloudTrail", "source": "aws.kms", "account": LOST,
+        "time": now, "region": "us-east-1", "resources": [], "detail": record});
+    org.world
+        .sqs
+        .send_message()
+        .queue_url(&org.queue_url)
+        .message_body(envelope.to_string())
+        .send()
+        .await
+        .unwrap();
+    let keys = org.doomed_keys(2).await;
+    let pending = org.failed_uses(&keys, 1).await;
+    assert_eq!(pending, 2);
+    for (arn, conf) in &keys {
+        let kms = aws_sdk_kms::Client::new(conf);
+        let rescued = eventually(Duration::from_secs(90), || async {
+            let m = kms
+                .describe_key()
+                .key_id(arn)
+                .send()
+                .await
+                .unwrap()
+                .key_metadata
+                .unwrap();
+            (m.key_state().unwrap().as_str() == "Disabled").then_some(())
+        })
+        .await;
+        assert!(
+            rescued.is_some(),
+            "{arn} rescued despite the lost account:\n{}",
+            g.logs()
+        );
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        seen.extend(org.world.notifications().await.into_iter().map(|(_, b, _)| b));
+        if let Some(n) = seen
+            .iter()
+            .find(|b| b["finding"]["event_id"] == event_id.as_str())
+        {
+            break n.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lost account's finding is notified:\n{}",
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(failed["remediation"]["outcome"], "failed", "{failed:#}");
+    assert!(
+        g.metric(&format!(
+            "trailguard_sts_assume_role_failures_total{{account=\"{LOST}\",error_type=\"not_found\"}}"
+        ))
+        .await
+            + g.metric(&format!(
+                "trailguard_sts_assume_role_failures_total{{account=\"{LOST}\",error_type=\"access_denied\"}}"
+            ))
+            .await
+            >= 1.0,
+        "{}",
+        g.logs()
+    );
+    assert!(g.terminate(Duration::from_secs(30)).await.success());
 }

@@ -311,7 +311,7 @@ async fn an_event_delivered_by_eventbridge_and_s3_is_handled_once() {
         assert_eq!(n[i], 1, "one notification for {i}: {n:?}");
     }
     assert!(
-        g.metric("trailguard_cloudtrail_duplicate_events_total{source=\"s3:trail-files\"}")
+        g.metric("trailguard_cloudtrail_duplicate_events_total{region=\"s3:trail-files\"}")
             .await
             >= 3.0,
         "the file's copies are counted as duplicates:\n{}",
@@ -395,8 +395,17 @@ async fn all_regions_means_every_enabled_region_of_the_account() {
     std::fs::write(&path, text).unwrap();
     let mut g = Guard::start(&world, &path, port, &[]);
     g.wait_ready().await;
-    let logs = g.logs();
-    assert!(logs.contains("regions=3"), "{logs}");
+    // The log line in colour: strip the escapes.
+    let logs = g
+        .logs()
+        .replace("\u{1b}[0m", "")
+        .replace("\u{1b}[2m", "")
+        .replace("\u{1b}[3m", "");
+    assert!(
+        logs.contains("accounts=1 regions=3"),
+        "{logs:?} {}",
+        g.log.display()
+    );
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(world.sb.endpoint_url())
         .region(aws_config::Region::new("ap-south-1"))

@@ -22,6 +22,9 @@ pub struct Health {
     poll_interval: Duration,
     pollers: Mutex<Times>,
     notified: AtomicBool,
+    /// Whether the loops to watch are known: given at start, or set once the accounts and
+    /// regions are resolved. Until then nothing is guarded, so nothing is ready.
+    resolved: AtomicBool,
     /// Why the daemon is not acting, if it is not (e.g. another instance holds the lease).
     standby: Mutex<Option<String>>,
 }
@@ -34,6 +37,7 @@ impl Health {
             poll_interval,
             pollers: Mutex::new(map),
             notified: AtomicBool::new(false),
+            resolved: AtomicBool::new(!pollers.is_empty()),
             standby: Mutex::new(None),
         })
     }
@@ -41,6 +45,7 @@ impl Health {
     /// The loops to watch from now on (pollers and queue consumers, once the accounts and
     /// regions are known, or when the lease is won or lost); loops kept keep their times.
     pub fn set_pollers(&self, names: &[String]) {
+        self.resolved.store(true, Ordering::SeqCst);
         let mut all = self.lock();
         all.retain(|k, _| names.contains(k));
         for n in names {
@@ -110,6 +115,9 @@ impl Health {
         if let Some(why) = self.standby.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Err(format!("standby: {why}"));
         }
+        if !self.resolved.load(Ordering::SeqCst) {
+            return Err("starting: the accounts and regions to guard are not resolved yet".into());
+        }
         let limit = self.limit();
         for (poller, (_, ok)) in self.lock().iter() {
             match ok {
@@ -142,5 +150,16 @@ mod tests {
         assert!(h.healthy().unwrap_err().contains("us-east-1"));
         h.set_standby(Some("another instance holds the lease".into()));
         assert!(h.ready().unwrap_err().starts_with("standby"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_ready_until_the_loops_to_watch_are_known() {
+        // regions = ["all"] or [accounts]: the pollers are known only once resolved.
+        let h = Health::new(&[], Duration::from_secs(15));
+        assert!(h.ready().unwrap_err().contains("not resolved"));
+        h.set_pollers(&["eventbridge:events".into()]);
+        assert!(h.ready().unwrap_err().contains("eventbridge:events"));
+        h.progressed("eventbridge:events");
+        assert!(h.ready().is_ok());
     }
 }
