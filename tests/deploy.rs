@@ -868,6 +868,18 @@ const FEATURES: &[(&str, &[&str])] = &[
         &["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
     ),
     ("sns", &["sns:Publish"]),
+    (
+        "queues",
+        &[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        ],
+    ),
+    ("org-trail-files", &["s3:GetObject"]),
+    ("accounts", &["sts:AssumeRole", "organizations:ListAccounts"]),
+    ("all-regions", &["account:ListRegions"]),
     // `trailguard keys audit`, run by an operator (not the daemon's task role).
     (
         "keys-audit",
@@ -914,7 +926,10 @@ fn code_actions() -> BTreeSet<String> {
         let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let prefix = match stem.as_str() {
             "mod" | "error" | "retry" | "config" | "limiter" => continue,
-            "cloudtrail" | "kms" | "iam" | "sns" | "sts" => stem.clone(),
+            "cloudtrail" | "kms" | "iam" | "sns" | "sts" | "sqs" | "s3" => stem.clone(),
+            "assume" => "sts".to_owned(),
+            // Two services: each call names its own (`Service::Organizations`, `Service::Account`).
+            "account" => String::new(),
             "lease" | "dynamodb" => "dynamodb".to_owned(),
             other => panic!("src/aws/{other}.rs: which IAM service prefix does it call? Map it here."),
         };
@@ -935,7 +950,18 @@ fn code_actions() -> BTreeSet<String> {
                 "{}: {name} named, but no .{snake}() call",
                 path.display()
             );
-            out.insert(format!("{prefix}:{name}"));
+            let prefix = if prefix.is_empty() {
+                let named = regex::Regex::new(&format!(r#"Service::(\w+)\s*,\s*"{name}""#)).unwrap();
+                named
+                    .captures(&text)
+                    .map(|c| c[1].to_ascii_lowercase())
+                    .unwrap_or_else(|| panic!("{}: {name} names no Service", path.display()))
+            } else {
+                prefix.clone()
+            };
+            // Batch calls are authorized by the action of the single call.
+            let action = name.strip_suffix("Batch").unwrap_or(&name);
+            out.insert(format!("{prefix}:{action}"));
         }
     }
     out

@@ -26,6 +26,9 @@ EXAMPLE_ACCOUNT = "111122223333"
 EXAMPLE_TOPIC = "arn:aws:sns:us-east-1:111122223333:trailguard-alerts"
 EXAMPLE_TOPIC_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 EXAMPLE_TABLE = "arn:aws:dynamodb:us-east-1:111122223333:table/trailguard-lease"
+EXAMPLE_QUEUE = "arn:aws:sqs:us-east-1:111122223333:trailguard-org-events"
+EXAMPLE_FILES_QUEUE = "arn:aws:sqs:us-east-1:111122223333:trailguard-org-trail-files"
+EXAMPLE_TRAIL_OBJECTS = "arn:aws:s3:::org-trail-logs/*"
 # As trailguard derives them (src/arn.rs): IAM's calls and events live in one region.
 IAM_HOME = {
     "aws": "us-east-1",
@@ -61,6 +64,9 @@ def render(doc, *, partition, account, regions, arns):
         out = []
         for r in resources:
             r = arns.get(r, r)
+            if isinstance(r, list):
+                out.extend(x for x in r if x not in out)
+                continue
             if r.startswith("arn:aws:"):
                 r = f"arn:{partition}:" + r[len("arn:aws:"):]
             out.append(r.replace(EXAMPLE_ACCOUNT, account))
@@ -79,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--topic-arn")
     ap.add_argument("--topic-key-arn")
     ap.add_argument("--lease-table-arn")
+    ap.add_argument("--queue-arns", help="comma-separated: the [[sources]] queues")
+    ap.add_argument("--trail-bucket", help="the organization trail's bucket (s3_sqs)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     regions = [r.strip() for r in a.regions.split(",") if r.strip()]
@@ -89,7 +97,16 @@ def main(argv=None) -> int:
     if not (a.account.isdigit() and len(a.account) == 12):
         print(f"render: {a.account!r} is not a 12-digit account id", file=sys.stderr)
         return 2
-    arns = {EXAMPLE_TOPIC: a.topic_arn, EXAMPLE_TOPIC_KEY: a.topic_key_arn, EXAMPLE_TABLE: a.lease_table_arn}
+    queues = [q.strip() for q in (a.queue_arns or "").split(",") if q.strip()] or None
+    objects = f"arn:{partition}:s3:::{a.trail_bucket}/*" if a.trail_bucket else None
+    arns = {
+        EXAMPLE_TOPIC: a.topic_arn,
+        EXAMPLE_TOPIC_KEY: a.topic_key_arn,
+        EXAMPLE_TABLE: a.lease_table_arn,
+        EXAMPLE_QUEUE: queues,
+        EXAMPLE_FILES_QUEUE: queues,
+        EXAMPLE_TRAIL_OBJECTS: objects,
+    }
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(HERE.glob("trailguard-*.json")):
