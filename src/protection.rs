@@ -242,6 +242,53 @@ impl History {
         Some(f)
     }
 
+    /// The facts an exemption may be matched against at `t`: the key's facts as they were at
+    /// `t` (not what [`Self::effective_at`] adds to keep a key protected), less every alias or
+    /// tag that a caller `allowed` does not accept may have given it (see [`Self::vouched`]).
+    /// So a stranger can neither bring a key under an exemption nor keep it there.
+    pub fn vouched_at(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Option<KeyFacts> {
+        let mut f = self.facts_at(t)?;
+        f.aliases
+            .retain(|a| self.vouched(&Edit::AddAlias(a.clone()), t, allowed));
+        f.tags
+            .retain(|(k, v)| self.vouched(&Edit::AddTag(k.clone(), v.clone()), t, allowed));
+        Some(f)
+    }
+
+    /// Whether the key had `item` (an alias, or a tag with its value) at `t` on the word of an
+    /// allowed caller or of KMS before anyone changed it: its latest recorded change up to `t`
+    /// is an addition of exactly it by an allowed caller (and no stranger added it in that
+    /// second, whose changes cannot be ordered), and every snapshot since shows it. An item no
+    /// recorded change explains (a snapshot shows it where an earlier one did not: its event is
+    /// not delivered yet) is not vouched for; one present since the first snapshot is.
+    fn vouched(&self, item: &Edit, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> bool {
+        let second = t.timestamp();
+        let mine = |c: &&Change| c.time.timestamp() <= second && same_target(&c.edit, item);
+        let latest = self.changes.iter().filter(mine).map(|c| c.time.timestamp()).max();
+        if let Some(at) = latest {
+            let last: Vec<&Change> = self
+                .changes
+                .iter()
+                .filter(mine)
+                .filter(|c| c.time.timestamp() == at)
+                .collect();
+            let by_stranger = last.iter().any(|c| adds(&c.edit) && !allowed(c));
+            let by_allowed = last.iter().any(|c| c.edit == *item && allowed(c));
+            if by_stranger || !by_allowed {
+                return false;
+            }
+        }
+        let has = |f: &KeyFacts| match item {
+            Edit::AddAlias(a) => f.aliases.contains(a),
+            Edit::AddTag(k, v) => f.tags.iter().any(|(tk, tv)| tk == k && tv == v),
+            _ => false,
+        };
+        self.snapshots
+            .iter()
+            .filter(|(at, _)| latest.is_none_or(|l| at.timestamp() > l) && at.timestamp() <= second)
+            .all(|(_, f)| has(f))
+    }
+
     /// Tag values replaced (`TagResource` over an existing value) up to `t` by callers
     /// `allowed` does not accept, and not set again since by an allowed one: (key, old value).
     fn unauthorized_overwrites(

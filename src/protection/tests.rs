@@ -145,3 +145,111 @@ fn changes_in_the_events_own_second_count_toward_protection() {
     assert_eq!(h.facts_at(t(10)).unwrap().aliases, ["alias/prod-db"]);
     assert!(h.facts_at(t(11)).unwrap().aliases.is_empty());
 }
+
+#[test]
+fn exemptions_see_only_what_no_stranger_gave_the_key() {
+    let allowed = vec!["arn:aws:iam::111122223333:role/KeyAdmin".to_owned()];
+    let ok = |c: &Change| by_allowed(c, &allowed);
+    let retired = || Edit::AddAlias("alias/retired-x".into());
+    // A stranger adds the exempt alias; KMS's next snapshot shows it too.
+    let h = History {
+        snapshots: vec![
+            (t(0), facts(&["alias/prod-db"])),
+            (t(100), facts(&["alias/prod-db", "alias/retired-x"])),
+        ],
+        changes: vec![change(50, retired(), "intruder")],
+    };
+    assert_eq!(
+        h.effective_at(t(60), &ok).unwrap().aliases,
+        ["alias/prod-db", "alias/retired-x"],
+        "protection counts everything the key had"
+    );
+    assert_eq!(h.vouched_at(t(60), &ok).unwrap().aliases, ["alias/prod-db"]);
+    assert_eq!(h.vouched_at(t(200), &ok).unwrap().aliases, ["alias/prod-db"]);
+    // Added by an allowed caller: vouched for; later re-added by a stranger in the same second
+    // as an allowed caller's: the order is unknowable, not vouched for.
+    let h = History {
+        snapshots: h.snapshots.clone(),
+        changes: vec![change(50, retired(), "KeyAdmin")],
+    };
+    assert_eq!(h.vouched_at(t(60), &ok).unwrap().aliases.len(), 2);
+    let mut both = h.clone();
+    both.changes.push(change(50, retired(), "intruder"));
+    assert_eq!(both.vouched_at(t(60), &ok).unwrap().aliases, ["alias/prod-db"]);
+    // What effective_at adds (the latest facts, aliases a stranger removed) is not vouched for.
+    let h = History {
+        snapshots: vec![(t(0), facts(&["alias/retired-x"]))],
+        changes: vec![change(
+            50,
+            Edit::RemoveAlias("alias/retired-x".into()),
+            "intruder",
+        )],
+    };
+    assert_eq!(h.effective_at(t(60), &ok).unwrap().aliases, ["alias/retired-x"]);
+    assert!(h.vouched_at(t(60), &ok).unwrap().aliases.is_empty());
+}
+
+#[test]
+fn an_alias_that_appeared_with_no_recorded_change_is_not_vouched_for() {
+    let ok = |_: &Change| true;
+    // Its CreateAlias is not delivered yet: who added it is unknown.
+    let h = History {
+        snapshots: vec![
+            (t(0), facts(&["alias/prod-db"])),
+            (t(100), facts(&["alias/prod-db", "alias/retired-x"])),
+        ],
+        changes: vec![],
+    };
+    assert_eq!(h.vouched_at(t(150), &ok).unwrap().aliases, ["alias/prod-db"]);
+    // There since trailguard first looked (or only later snapshots exist): KMS's word stands.
+    let h = History {
+        snapshots: vec![(t(100), facts(&["alias/prod-db", "alias/retired-x"]))],
+        changes: vec![],
+    };
+    assert_eq!(h.vouched_at(t(150), &ok).unwrap().aliases.len(), 2);
+    assert_eq!(h.vouched_at(t(50), &ok).unwrap().aliases.len(), 2);
+    // Removed by an allowed caller, then back in a snapshot with no record of who re-added it.
+    let h = History {
+        snapshots: vec![
+            (t(0), facts(&["alias/retired-x"])),
+            (t(100), facts(&[])),
+            (t(200), facts(&["alias/retired-x"])),
+        ],
+        changes: vec![change(50, Edit::RemoveAlias("alias/retired-x".into()), "admin")],
+    };
+    assert!(h.vouched_at(t(250), &ok).unwrap().aliases.is_empty());
+}
+
+#[test]
+fn a_tag_a_stranger_added_or_overwrote_is_not_vouched_for() {
+    let allowed = vec!["arn:aws:iam::111122223333:role/KeyAdmin".to_owned()];
+    let ok = |c: &Change| by_allowed(c, &allowed);
+    let tag = |v: &str| KeyFacts {
+        aliases: vec![],
+        tags: vec![("lifecycle".into(), v.into())],
+    };
+    let h = History {
+        snapshots: vec![(t(0), tag("active"))],
+        changes: vec![change(
+            50,
+            Edit::AddTag("lifecycle".into(), "retired".into()),
+            "intruder",
+        )],
+    };
+    assert_eq!(h.facts_at(t(60)).unwrap().tags, tag("retired").tags);
+    assert!(h.vouched_at(t(60), &ok).unwrap().tags.is_empty());
+    assert_eq!(
+        h.vouched_at(t(40), &ok).unwrap().tags,
+        tag("active").tags,
+        "before the stranger's change"
+    );
+    let h = History {
+        snapshots: h.snapshots.clone(),
+        changes: vec![change(
+            50,
+            Edit::AddTag("lifecycle".into(), "retired".into()),
+            "KeyAdmin",
+        )],
+    };
+    assert_eq!(h.vouched_at(t(60), &ok).unwrap().tags, tag("retired").tags);
+}

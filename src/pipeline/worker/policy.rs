@@ -116,7 +116,8 @@ impl<R: Remediator> Worker<R> {
                 return true;
             }
         };
-        if let Some(d) = plan::decide(&self.policy, &job.finding, &facts, at) {
+        let vouched = self.vouched_at(&arn, at);
+        if let Some(d) = plan::decide_vouched(&self.policy, &job.finding, &facts, &vouched, at) {
             info!(rule_id = %job.finding.rule_id, key_arn = %arn, actions = ?d.actions, policy = %d.reason, "Protection policy decided.");
             job.remediated = !d.actions.iter().any(|a| a.remediates());
             job.finding.actions = d.actions;
@@ -160,6 +161,15 @@ impl<R: Remediator> Worker<R> {
             ),
         });
         true
+    }
+
+    /// The facts an exemption may match at `at` ([`protection::History::vouched_at`]); none
+    /// when the key's history cannot be read.
+    fn vouched_at(&self, arn: &str, at: DateTime<Utc>) -> KeyFacts {
+        let history = self.store.history(arn).ok();
+        history
+            .and_then(|h| h.vouched_at(at, &self.allowed()))
+            .unwrap_or_default()
     }
 
     /// The facts that decide protection at `at`: from the history, else read now (and kept),
@@ -220,7 +230,8 @@ impl<R: Remediator> Worker<R> {
     }
 
     /// The independent check every action passes before it is taken: trailguard never acts on
-    /// its own calls, nor against an exemption covering the key at the event's time. A refusal
+    /// its own calls, nor against an exemption covering the key at the event's time (matched,
+    /// as the decision is, on the aliases no stranger gave the key). A refusal
     /// here means a decision went wrong: it is counted in
     /// `trailguard_actions_outside_policy_total`, which must stay 0. Returns the refusal, if any.
     pub(super) fn audit(&self, job: &Job) -> Option<Remediation> {
@@ -229,12 +240,7 @@ impl<R: Remediator> Worker<R> {
             Some("the event was trailguard's own call".to_owned())
         } else if let Some(arn) = f.key_arn.as_deref() {
             let at = event_time(f, self.clock.now());
-            let facts = self
-                .store
-                .history(arn)
-                .ok()
-                .and_then(|h| h.effective_at(at, &self.allowed()))
-                .unwrap_or_default();
+            let facts = self.vouched_at(arn, at);
             plan::exemption_for(&self.policy, arn, &facts, at)
                 .map(|(i, e)| format!("kms.exemptions[{i}] ({}) covers the key", e.key))
         } else {
