@@ -12,7 +12,11 @@
 //! - the key's facts at time t are rebuilt from the nearest snapshot, replaying the changes
 //!   between (forward from an older snapshot, or backward from a newer one);
 //! - a protective alias or tag removed by a caller not in `kms.allowed_principals` still protects
-//!   the key: only allowed principals can unprotect a key, as only they may disable it.
+//!   the key: only allowed principals can unprotect a key, as only they may disable it. Moving
+//!   an alias to another key (`UpdateAlias`, whose record names only the new key) removes it
+//!   from the key that held it as of the event ([`moved_from`]);
+//! - exemptions are matched only on what no such caller gave the key ([`History::vouched_at`]):
+//!   a stranger cannot exempt a key by giving it an exempt alias.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,10 +44,15 @@ pub struct Change {
     /// The caller, and the role its session was issued for.
     pub principal: Option<String>,
     pub session_issuer: Option<String>,
+    /// An `UpdateAlias`'s addition: the alias was taken from the key that held it, which the
+    /// record does not name ([`moved_from`] finds it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
-/// The alias and tag changes a record makes (`UpdateAlias` moves an alias: its previous key is
-/// not in the record, so only the addition is returned; see [`History::holder_of`]).
+/// The alias and tag changes a record makes. `UpdateAlias` moves an alias, but its record names
+/// only the key the alias now points to: the addition is returned, marked `moved`, and the
+/// removal from the previous key is found by [`moved_from`] in what trailguard knows of keys.
 pub fn changes(r: &Record) -> Vec<Change> {
     if r.source() != "kms.amazonaws.com" || !r.succeeded() {
         return Vec::new();
@@ -104,8 +113,43 @@ pub fn changes(r: &Record) -> Vec<Change> {
                 .and_then(|i| i.session_context.as_ref())
                 .and_then(|c| c.session_issuer.as_ref())
                 .and_then(|s| s.arn.clone()),
+            moved: r.name() == "UpdateAlias",
         })
         .collect()
+}
+
+/// The removals an `UpdateAlias` (`moved`, an addition marked [`Change::moved`]) made: from
+/// every other key that had the alias as of the event, by `known` (candidate keys and their
+/// histories). Each is recorded as that key's own change, by the same caller at the same time,
+/// so a stranger who moves a protective alias away has removed it ([`History::effective_at`]).
+pub fn moved_from(moved: &Change, known: &[(String, History)]) -> Vec<Change> {
+    let Edit::AddAlias(alias) = &moved.edit else {
+        return Vec::new();
+    };
+    if !moved.moved {
+        return Vec::new();
+    }
+    known
+        .iter()
+        .filter(|(arn, h)| {
+            *arn != moved.key_arn && h.facts_at(moved.time).is_some_and(|f| f.aliases.contains(alias))
+        })
+        .map(|(arn, _)| Change {
+            key_arn: arn.clone(),
+            edit: Edit::RemoveAlias(alias.clone()),
+            moved: false,
+            ..moved.clone()
+        })
+        .collect()
+}
+
+/// The key a record's alias removal applies to, among `changes`: for an `UpdateAlias`, the key
+/// the alias was moved from, so its `kms_protection_removed` names the key that lost it.
+pub fn removed_from<'c>(event_id: &str, changes: &'c [Change]) -> Option<&'c str> {
+    changes
+        .iter()
+        .find(|c| c.event_id == event_id && matches!(c.edit, Edit::RemoveAlias(_)))
+        .map(|c| c.key_arn.as_str())
 }
 
 /// What is known of one key over time.
@@ -115,6 +159,16 @@ pub struct History {
     pub snapshots: Vec<(DateTime<Utc>, KeyFacts)>,
     /// Changes from event history, oldest first.
     pub changes: Vec<Change>,
+}
+
+impl Edit {
+    /// The alias an alias change is about.
+    pub fn alias(&self) -> Option<&str> {
+        match self {
+            Edit::AddAlias(a) | Edit::RemoveAlias(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 fn apply(f: &mut KeyFacts, edit: &Edit, forward: bool) {

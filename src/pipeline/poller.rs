@@ -96,6 +96,21 @@ pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], 
     b
 }
 
+/// An `UpdateAlias` record names the key the alias was moved to: its `kms_protection_removed`
+/// finding is about the key it was taken from, when trailguard knows which (see
+/// [`crate::protection::moved_from`]).
+fn name_the_key_that_lost_it(jobs: &mut [Job], changes: &[crate::protection::Change]) {
+    for job in jobs {
+        let f = &mut job.finding;
+        if f.rule_id == crate::rules::PROTECTION_REMOVED
+            && f.event_name == "UpdateAlias"
+            && let Some(key) = crate::protection::removed_from(&f.event_id, changes)
+        {
+            f.key_arn = Some(key.to_owned());
+        }
+    }
+}
+
 impl<L: LookupApi> Poller<L> {
     /// Runs until `shutdown`; a read in progress stops at the next page boundary.
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -173,16 +188,14 @@ impl<L: LookupApi> Poller<L> {
 
     /// Records a slice atomically, then hands its jobs to the worker. False if the store failed.
     fn record(&mut self, slice: &Slice, records: &[String], next: Cursor, now: DateTime<Utc>) -> bool {
-        let batch = evaluate(&self.name, &self.rules, &self.seen, records, now);
+        let mut batch = evaluate(&self.name, &self.rules, &self.seen, records, now);
         let pruned = self.seen.older_than(next.seen_horizon(now, &self.schedule));
-        if let Err(e) = self.store.record_slice(
-            &self.name,
-            &next,
-            &batch.new_ids,
-            &pruned,
-            &batch.jobs,
-            &batch.changes,
-        ) {
+        let recorded = self.store.with_moves(&batch.changes).and_then(|changes| {
+            name_the_key_that_lost_it(&mut batch.jobs, &changes);
+            self.store
+                .record_slice(&self.name, &next, &batch.new_ids, &pruned, &batch.jobs, &changes)
+        });
+        if let Err(e) = recorded {
             error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
             telemetry::poll(&self.name, PollOutcome::Failed);
             return false;

@@ -16,6 +16,7 @@ fn change(at: i64, edit: Edit, who: &str) -> Change {
         edit,
         principal: Some(format!("arn:aws:sts::111122223333:assumed-role/{who}/s")),
         session_issuer: None,
+        moved: false,
     }
 }
 
@@ -252,4 +253,67 @@ fn a_tag_a_stranger_added_or_overwrote_is_not_vouched_for() {
         )],
     };
     assert_eq!(h.vouched_at(t(60), &ok).unwrap().tags, tag("retired").tags);
+}
+
+#[test]
+fn an_alias_moved_away_is_removed_from_the_key_that_held_it() {
+    const DECOY: &str = "arn:aws:kms:us-west-2:111122223333:key/decoy";
+    let mut moved = change(50, Edit::AddAlias("alias/prod-db".into()), "intruder");
+    moved.key_arn = DECOY.into();
+    moved.moved = true;
+    let held = History {
+        snapshots: vec![(t(0), facts(&["alias/prod-db", "alias/orders"]))],
+        changes: vec![],
+    };
+    let other = History {
+        snapshots: vec![(t(0), facts(&["alias/dev"]))],
+        changes: vec![],
+    };
+    let known = vec![(KEY.to_owned(), held.clone()), ("other".to_owned(), other)];
+    let removed = moved_from(&moved, &known);
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].key_arn, KEY);
+    assert_eq!(removed[0].edit, Edit::RemoveAlias("alias/prod-db".into()));
+    assert_eq!(removed[0].principal, moved.principal, "by the same caller");
+    assert_eq!(removed_from(&moved.event_id, &removed), Some(KEY));
+    // Recorded on the key, it is a stranger's removal: the key stays protected.
+    let h = History {
+        snapshots: vec![
+            (t(0), held.snapshots[0].1.clone()),
+            (t(60), facts(&["alias/orders"])),
+        ],
+        changes: removed,
+    };
+    let none = |_: &Change| false;
+    assert!(
+        h.effective_at(t(100), &none)
+            .unwrap()
+            .aliases
+            .contains(&"alias/prod-db".to_owned())
+    );
+    // A CreateAlias is not a move; a key that got the alias after the event did not lose it.
+    moved.moved = false;
+    assert!(moved_from(&moved, &known).is_empty());
+    moved.moved = true;
+    let later = History {
+        snapshots: vec![(t(80), facts(&["alias/prod-db"]))],
+        changes: vec![change(70, Edit::AddAlias("alias/prod-db".into()), "admin")],
+    };
+    assert!(moved_from(&moved, &[(KEY.to_owned(), later)]).is_empty());
+}
+
+#[test]
+fn an_update_alias_record_gives_a_moved_addition() {
+    let r = Record::parse(
+        r#"{"eventID": "u-1", "eventTime": "2026-11-25T12:00:00Z", "eventSource": "kms.amazonaws.com",
+        "eventName": "UpdateAlias", "awsRegion": "us-west-2", "recipientAccountId": "111122223333",
+        "requestParameters": {"aliasName": "alias/prod-db", "targetKeyId": "decoy"},
+        "resources": [{"ARN": "arn:aws:kms:us-west-2:111122223333:key/decoy"}]}"#,
+    )
+    .unwrap();
+    let c = changes(&r);
+    assert_eq!(c.len(), 1);
+    assert!(c[0].moved);
+    assert_eq!(c[0].edit, Edit::AddAlias("alias/prod-db".into()));
+    assert_eq!(c[0].key_arn, "arn:aws:kms:us-west-2:111122223333:key/decoy");
 }
