@@ -131,9 +131,9 @@ pub fn moved_from(moved: &Change, known: &[(String, History)]) -> Vec<Change> {
     }
     known
         .iter()
-        .filter(|(arn, h)| {
-            *arn != moved.key_arn && h.facts_at(moved.time).is_some_and(|f| f.aliases.contains(alias))
-        })
+        .filter(|(arn, h)| *arn != moved.key_arn && h.had_alias(alias, moved.time))
+        // Already recorded (the move was read when the key was known to hold the alias).
+        .filter(|(_, h)| !h.changes.iter().any(|x| x.event_id == moved.event_id))
         .map(|(arn, _)| Change {
             key_arn: arn.clone(),
             edit: Edit::RemoveAlias(alias.clone()),
@@ -234,6 +234,22 @@ impl History {
             }
         }
         Some(f)
+    }
+
+    /// Whether the key had `alias` at `t`: its latest recorded change of the alias up to `t` is
+    /// an addition, or its facts then show it. (A snapshot may contradict an older addition
+    /// whose removal is not delivered yet: the key is taken to have had it, which keeps it
+    /// protected.)
+    pub fn had_alias(&self, alias: &str, t: DateTime<Utc>) -> bool {
+        let latest = self
+            .changes
+            .iter()
+            .filter(|c| c.time <= t && c.edit.alias() == Some(alias))
+            .max_by_key(|c| c.time);
+        latest.is_some_and(|c| adds(&c.edit))
+            || self
+                .facts_at(t)
+                .is_some_and(|f| f.aliases.iter().any(|a| a == alias))
     }
 
     /// The last facts read, whenever that was.

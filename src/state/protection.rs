@@ -64,31 +64,48 @@ impl Store {
 
     /// `changes`, with the removal every alias move (`UpdateAlias`) made from the key that held
     /// the alias as of the event ([`protection::moved_from`]), judged on the store's history and
-    /// the changes before it in `changes` (a `CreateAlias` read in the same slice).
+    /// the changes before it in `changes` (a `CreateAlias` read in the same slice). A
+    /// `CreateAlias` delivered after a move of its alias that trailguard has already read gives
+    /// the removal the move made from its key, which was not known then.
     pub fn with_moves(&self, changes: &[Change]) -> Result<Vec<Change>, StateError> {
         let mut out: Vec<Change> = Vec::with_capacity(changes.len());
         for c in changes {
-            if let (true, Edit::AddAlias(alias)) = (c.moved, &c.edit) {
-                let mut known = self.alias_histories(alias, &c.key_arn)?;
+            out.push(c.clone());
+            let Edit::AddAlias(alias) = &c.edit else {
+                continue;
+            };
+            let mut known = self.alias_histories(alias, &c.key_arn)?;
+            if c.moved {
                 for earlier in out.iter().filter(|e| e.edit.alias() == Some(alias.as_str())) {
                     match known.iter_mut().find(|(arn, _)| *arn == earlier.key_arn) {
                         Some((_, h)) => h.changes.push(earlier.clone()),
-                        None => known.push((
-                            earlier.key_arn.clone(),
-                            History {
-                                snapshots: self.history(&earlier.key_arn)?.snapshots,
-                                changes: vec![earlier.clone()],
-                            },
-                        )),
+                        None if earlier.key_arn != c.key_arn => {
+                            let mut h = self.history(&earlier.key_arn)?;
+                            h.changes.push(earlier.clone());
+                            known.push((earlier.key_arn.clone(), h));
+                        }
+                        None => {}
                     }
                 }
                 for (_, h) in &mut known {
                     h.changes.sort_by_key(|x| x.time);
                 }
-                out.push(c.clone());
-                out.extend(protection::moved_from(c, &known));
+                let removed = protection::moved_from(c, &known);
+                out.extend(removed);
             } else {
-                out.push(c.clone());
+                let next_move = known
+                    .iter()
+                    .flat_map(|(_, h)| &h.changes)
+                    .filter(|m| m.moved && m.edit == c.edit && m.time > c.time)
+                    .min_by_key(|m| m.time)
+                    .cloned();
+                if let Some(m) = next_move {
+                    let mut mine = self.history(&c.key_arn)?;
+                    mine.changes
+                        .extend(out.iter().filter(|e| e.key_arn == c.key_arn).cloned());
+                    mine.changes.sort_by_key(|x| x.time);
+                    out.extend(protection::moved_from(&m, &[(c.key_arn.clone(), mine)]));
+                }
             }
         }
         Ok(out)
@@ -194,12 +211,34 @@ mod tests {
     fn a_move_after_a_create_alias_of_the_same_slice_is_taken_from_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
-        store.put_snapshot(KEY, at(0), &KeyFacts::default()).unwrap();
         let created = change(KEY, 40, Edit::AddAlias("alias/prod-db".into()), false);
         let moved = change(DECOY, 50, Edit::AddAlias("alias/prod-db".into()), true);
         let all = store.with_moves(&[created, moved]).unwrap();
         assert_eq!(all.len(), 3, "{all:?}");
         assert_eq!(all[2].key_arn, KEY);
         assert_eq!(all[2].edit, Edit::RemoveAlias("alias/prod-db".into()));
+    }
+
+    #[test]
+    fn a_create_alias_delivered_after_the_move_gives_the_removal_the_move_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        // The key got the alias less than a refresh before the move, and the CreateAlias is
+        // delivered after the UpdateAlias: when the move was read, no key was known to hold it.
+        store.put_snapshot(KEY, at(0), &KeyFacts::default()).unwrap();
+        let moved = change(DECOY, 50, Edit::AddAlias("alias/prod-db".into()), true);
+        let first = store.with_moves(std::slice::from_ref(&moved)).unwrap();
+        assert_eq!(first.len(), 1);
+        store
+            .record_slice("eu-west-1", &Default::default(), &[], &[], &[], &first)
+            .unwrap();
+        store.put_snapshot(KEY, at(60), &KeyFacts::default()).unwrap();
+        let created = change(KEY, 40, Edit::AddAlias("alias/prod-db".into()), false);
+        let all = store.with_moves(&[created]).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[1].key_arn, KEY);
+        assert_eq!(all[1].time, at(50), "removed by the move, when it happened");
+        assert_eq!(all[1].event_id, "e50");
+        assert_eq!(all[1].edit, Edit::RemoveAlias("alias/prod-db".into()));
     }
 }
