@@ -314,7 +314,7 @@ impl History {
 
     /// The facts an exemption may be matched against at `t`: the key's facts as they were at
     /// `t` (not what [`Self::effective_at`] adds to keep a key protected), less every alias or
-    /// tag that a caller `allowed` does not accept may have given it (see [`Self::vouched`]).
+    /// tag that a caller `allowed` does not accept may have given it (see `History::vouched`).
     /// So a stranger can neither bring a key under an exemption nor keep it there.
     pub fn vouched_at(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Option<KeyFacts> {
         let mut f = self.facts_at(t)?;

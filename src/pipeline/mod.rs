@@ -220,6 +220,7 @@ impl Daemon {
                 iam.credential_report_min_users,
             );
             sweeper.own_key = identity.access_key_id.clone();
+            sweeper.delete_wait = cfg.cloudtrail.schedule.max_delivery_delay;
             tracker.spawn(
                 SweepLoop {
                     sweeper,

@@ -195,11 +195,14 @@ impl<L: LookupApi> Poller<L> {
             self.store
                 .record_slice(&self.name, &next, &batch.new_ids, &pruned, &batch.jobs, &changes)
         });
-        if let Err(e) = recorded {
-            error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
-            telemetry::poll(&self.name, PollOutcome::Failed);
-            return false;
-        }
+        let rechecks = match recorded {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
+                telemetry::poll(&self.name, PollOutcome::Failed);
+                return false;
+            }
+        };
         for (id, t) in &batch.new_ids {
             self.seen.insert(id, *t);
         }
@@ -217,8 +220,17 @@ impl<L: LookupApi> Poller<L> {
             self.clock.host_now().timestamp() as f64,
         );
         debug!(poller = %self.name, read = records.len(), new = batch.new_ids.len(), kind = ?slice.kind, start = %slice.start, end = %slice.end, lag_s = lag.as_secs(), "Slice read.");
+        // Findings a late alias or tag change may turn into rescues go first.
+        for job in rechecks {
+            info!(poller = %self.name, key_arn = job.finding.key_arn.as_deref().unwrap_or("-"), event_id = %job.finding.event_id, "A change of the key's aliases or tags was read: its finding is decided again.");
+            let _ = self.jobs.send(job);
+        }
         for job in batch.jobs {
             let _ = self.jobs.send(job);
+        }
+        let horizon = now - chrono::Duration::from_std(self.schedule.lookback_span()).unwrap_or_default();
+        if let Err(e) = self.store.prune_kept(horizon) {
+            warn!(poller = %self.name, error = %e, "Cannot prune the findings kept for a second decision.");
         }
         true
     }

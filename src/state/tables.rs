@@ -136,7 +136,8 @@ impl Store {
     }
 
     /// Step 1 of the protocol, for one slice: new ids seen, jobs stored, cursor advanced and old
-    /// ids pruned, atomically.
+    /// ids pruned, atomically; with them, a job for every kept finding of a key whose aliases or
+    /// tags the slice changed, to decide it again ([`crate::job::Kept`]). Returns those jobs.
     pub fn record_slice(
         &self,
         poller: &str,
@@ -145,9 +146,14 @@ impl Store {
         pruned: &[String],
         jobs: &[Job],
         changes: &[crate::protection::Change],
-    ) -> Result<(), StateError> {
+    ) -> Result<Vec<Job>, StateError> {
+        let mut rechecks = Vec::new();
         self.write(|tx| {
             super::protection::put_changes(tx, changes)?;
+            rechecks = super::recheck::rechecks(tx, changes)?;
+            for job in &rechecks {
+                put(tx, JOBS, &job.id, job)?;
+            }
             {
                 let mut s = db!(tx.open_table(SEEN))?;
                 for (id, t) in new_ids {
@@ -162,7 +168,8 @@ impl Store {
                 put(tx, JOBS, &job.id, job)?;
             }
             put(tx, CURSORS, poller, cursor)
-        })
+        })?;
+        Ok(rechecks)
     }
 
     pub fn put_job(&self, job: &Job) -> Result<(), StateError> {

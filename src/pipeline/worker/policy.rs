@@ -103,6 +103,7 @@ impl<R: Remediator> Worker<R> {
         if f.rule_id == rules::PROTECTION_REMOVED {
             return self.protection_removed(job, &arn, at).await;
         }
+        let before = job.clone();
         let facts = match self.facts_at(&arn, at).await {
             Ok(f) => f,
             // Named by its id or ARN in kms.protected_keys: protected whatever its aliases/tags.
@@ -113,7 +114,7 @@ impl<R: Remediator> Worker<R> {
             Err(why) => {
                 warn!(key_arn = %arn, error = %why, "The key's protection is unknown.");
                 job.policy = Some(why);
-                return true;
+                return self.settle_recheck(&before, job);
             }
         };
         let vouched = self.vouched_at(&arn, at);
@@ -122,6 +123,9 @@ impl<R: Remediator> Worker<R> {
             job.remediated = !d.actions.iter().any(|a| a.remediates());
             job.finding.actions = d.actions;
             job.policy = Some(d.reason);
+        }
+        if !self.settle_recheck(&before, job) {
+            return false;
         }
         if let Err(e) = self.store.put_job(job) {
             error!(error = %e, "Cannot record the policy decision.");
@@ -134,6 +138,9 @@ impl<R: Remediator> Worker<R> {
         let Ok(mut facts) = self.facts_at(arn, at).await else {
             return true; // unknown: say so rather than stay silent
         };
+        if job.finding.event_name == "TagResource" {
+            return self.tag_overwritten(job, arn, at, &facts);
+        }
         // Just before the change, the key had what it removed.
         if let Some(alias) = &job.finding.key_alias
             && !facts.aliases.contains(alias)
@@ -146,6 +153,50 @@ impl<R: Remediator> Worker<R> {
         let Some(line) = plan::protected_by(&self.policy, arn, &facts) else {
             return false;
         };
+        self.removal_decided(job, &line);
+        true
+    }
+
+    /// A `TagResource` removes protection only by replacing a protective tag's value with one
+    /// that does not protect (`trailguard:protect=true` set to `false`): the values the key had
+    /// before the event, and those a stranger's overwrite leaves standing (`facts`), are read
+    /// against the values the event set.
+    fn tag_overwritten(&self, job: &mut Job, arn: &str, at: DateTime<Utc>, facts: &KeyFacts) -> bool {
+        let Ok(history) = self.store.history(arn) else {
+            return true; // unknown: say so rather than stay silent
+        };
+        let before = history
+            .facts_at(at - chrono::Duration::seconds(1))
+            .unwrap_or_default();
+        let protects = |k: &str, v: &str| {
+            let tag = KeyFacts {
+                aliases: vec![],
+                tags: vec![(k.to_owned(), v.to_owned())],
+            };
+            plan::protected_by(&self.policy, "", &tag)
+        };
+        let line = history
+            .changes
+            .iter()
+            .filter(|c| c.event_id == job.finding.event_id)
+            .filter_map(|c| match &c.edit {
+                protection::Edit::AddTag(k, new) if protects(k, new).is_none() => Some((k, new)),
+                _ => None,
+            })
+            .find_map(|(k, new)| {
+                (before.tags.iter().chain(&facts.tags))
+                    .filter(|(ok, ov)| ok == k && ov != new)
+                    .find_map(|(ok, ov)| protects(ok, ov))
+            });
+        let Some(line) = line else {
+            return false;
+        };
+        self.removal_decided(job, &line);
+        true
+    }
+
+    /// Records why a removal of protection (`line`) is reported, by who made it.
+    fn removal_decided(&self, job: &mut Job, line: &str) {
         let f = &job.finding;
         let who = plan::principal_allowed(
             &self.policy.allowed_principals,
@@ -160,7 +211,6 @@ impl<R: Remediator> Worker<R> {
                 "{line} protected the key; the caller is not in kms.allowed_principals, so trailguard keeps treating the key as protected"
             ),
         });
-        true
     }
 
     /// The facts an exemption may match at `at` ([`protection::History::vouched_at`]); none
