@@ -39,6 +39,7 @@
 //! - [`scan`]: `trailguard scan` over recorded events, streaming, no AWS calls;
 //! - [`cli`]: the command line.
 
+pub mod accounts;
 pub mod actions;
 pub mod aggregate;
 pub mod arn;

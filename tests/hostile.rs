@@ -113,7 +113,7 @@ proptest! {
     fn any_record_is_evaluated_or_counted_malformed_never_a_panic(texts in prop::collection::vec(record_text(), 1..8)) {
         let rules = trailguard::rules::RuleSet::builtin();
         let seen = trailguard::cursor::Seen::default();
-        let batch = trailguard::pipeline::evaluate("p", &rules, &seen, &texts, chrono::DateTime::UNIX_EPOCH);
+        let batch = trailguard::pipeline::evaluate("p", &rules, &seen, &texts, chrono::DateTime::UNIX_EPOCH, true);
         prop_assert_eq!(batch.new_ids.len() as u64 + batch.duplicates + batch.malformed, texts.len() as u64);
         for t in &texts {
             let _ = trailguard::event::Record::parse(t);

@@ -14,6 +14,7 @@ mod resume;
 use std::time::Duration;
 
 use super::{ActionKind, KeyApi, KeyDescription, KeyState, Outcome, Remediation, Remediator};
+use crate::accounts::Scope;
 use crate::arn::KeyArn;
 use crate::aws::{AwsError, ErrorType, RetryPolicy, Service, retry_if};
 use crate::plan::KeyFacts;
@@ -32,6 +33,8 @@ pub struct KmsRemediator<K> {
     api: K,
     pub dry_run: bool,
     pub enable_after_cancel: bool,
+    /// The accounts trailguard acts in (`[accounts]`); unset: the event's own account.
+    pub scope: Scope,
 }
 
 fn rfc3339(d: &Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
@@ -44,6 +47,7 @@ impl<K: KeyApi> KmsRemediator<K> {
             api,
             dry_run,
             enable_after_cancel,
+            scope: Scope::default(),
         }
     }
 
@@ -57,9 +61,10 @@ impl<K: KeyApi> KmsRemediator<K> {
         r
     }
 
-    /// The key to act on, or why there is none: the finding must name a key of the account it
-    /// was recorded in (`CancelKeyDeletion` only works in the owning account).
-    fn target(key_arn: Option<&str>, account: Option<&str>, r: &mut Remediation) -> Option<KeyArn> {
+    /// The key to act on, or why there is none: the finding must name a key of an account
+    /// trailguard guards (`[accounts]`), or, guarding only its own account, of the account the
+    /// event was recorded in (`CancelKeyDeletion` only works in the owning account).
+    fn target(&self, key_arn: Option<&str>, account: Option<&str>, r: &mut Remediation) -> Option<KeyArn> {
         let Some(text) = key_arn else {
             r.outcome = Outcome::NotActionable;
             r.detail = "the event names no key ARN, so there is no key to act on".into();
@@ -70,6 +75,18 @@ impl<K: KeyApi> KmsRemediator<K> {
             r.detail = format!("{text} is not a KMS key ARN");
             return None;
         };
+        match self.scope.guards(&key.account) {
+            Some(true) => return Some(key),
+            Some(false) => {
+                r.outcome = Outcome::NotActionable;
+                r.detail = format!(
+                    "the key belongs to account {}, which trailguard does not guard (accounts.ids, accounts.discover, accounts.exclude)",
+                    key.account
+                );
+                return None;
+            }
+            None => {}
+        }
         if let Some(acct) = account
             && acct != key.account
         {
@@ -86,7 +103,7 @@ impl<K: KeyApi> KmsRemediator<K> {
     /// Re-enables a disabled key (protection policy `kms.on_disable = "enable_key"`), verified.
     pub async fn enable(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
         let mut r = Remediation::new(ActionKind::EnableKey);
-        let Some(key) = Self::target(key_arn, account, &mut r) else {
+        let Some(key) = self.target(key_arn, account, &mut r) else {
             return r;
         };
         let before = match self.describe(&key, &mut r.steps).await {
@@ -143,7 +160,7 @@ impl<K: KeyApi> KmsRemediator<K> {
     /// Rescues a key pending deletion.
     pub async fn rescue(&self, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
         let mut r = Remediation::new(ActionKind::CancelKeyDeletion);
-        let Some(key) = Self::target(key_arn, account, &mut r) else {
+        let Some(key) = self.target(key_arn, account, &mut r) else {
             return r;
         };
         let before = match self.describe(&key, &mut r.steps).await {
@@ -184,6 +201,20 @@ impl<K: KeyApi> KmsRemediator<K> {
         }
         if let Err(e) = self.api.cancel_key_deletion(&key).await {
             r.steps.push(format!("CancelKeyDeletion: {}", e.short()));
+            // Refused because the key is no longer pending: someone (another trailguard
+            // replica, an administrator) cancelled it since the DescribeKey. Read it again.
+            if e.error_type == ErrorType::InvalidState
+                && let Ok(now) = self.describe(&key, &mut r.steps).await
+                && !now.state.pending_deletion()
+            {
+                r.outcome = Outcome::NotNeeded;
+                r.state_after = Some(now.state.as_str().to_owned());
+                r.detail = format!(
+                    "the key is {}, no longer pending deletion: cancelled by someone else (another trailguard replica?) just before; nothing to do",
+                    now.state.as_str()
+                );
+                return r;
+            }
             r.detail = format!(
                 "CancelKeyDeletion failed: {}; the key is still scheduled for deletion{when}",
                 e.short()
@@ -301,13 +332,13 @@ impl<K: KeyApi> Remediator for KmsRemediator<K> {
         tags: bool,
     ) -> Result<Vec<(String, KeyFacts)>, AwsError> {
         let mut by_key: std::collections::BTreeMap<String, KeyFacts> = std::collections::BTreeMap::new();
-        for (alias, target) in self.api.region_aliases(region).await? {
+        for (alias, target) in self.api.region_aliases(account, region).await? {
             if let Some(id) = target {
                 by_key.entry(id).or_default().aliases.push(alias);
             }
         }
         if tags {
-            for id in self.api.region_keys(region).await? {
+            for id in self.api.region_keys(account, region).await? {
                 let key = KeyArn::from_id(region, account, &id);
                 match self.api.list_resource_tags(&key).await {
                     Ok(tags) => by_key.entry(id).or_default().tags = tags,

@@ -71,13 +71,18 @@ pub trait KeyApi: Send + Sync + 'static {
         &self,
         key: &KeyArn,
     ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
-    /// Every alias in a region, with the id of the key it points to (if any).
+    /// Every alias in an account's region, with the id of the key it points to (if any).
     fn region_aliases(
         &self,
+        account: &str,
         region: &str,
     ) -> impl Future<Output = Result<Vec<(String, Option<String>)>, AwsError>> + Send;
-    /// Every key id in a region.
-    fn region_keys(&self, region: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// Every key id in an account's region.
+    fn region_keys(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 /// What the worker asks of remediation.

@@ -29,7 +29,7 @@ fn millis(t: chrono::DateTime<chrono::Utc>) -> SmithyTime {
 
 impl LookupApi for CloudTrail {
     async fn lookup(&self, place: &Place, q: &LookupQuery) -> Result<LookupPage, AwsError> {
-        let client = self.aws.cloudtrail(&place.region);
+        let client = self.aws.cloudtrail_in(Some(&place.account), &place.region);
         let attr = LookupAttribute::builder()
             .attribute_key(match q.key {
                 LookupKey::EventSource => LookupAttributeKey::EventSource,

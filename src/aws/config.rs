@@ -1,4 +1,5 @@
-//! `[aws]`: the regions trailguard watches.
+//! `[aws]`: the regions trailguard watches: a list, or `["all"]` for every region enabled in
+//! each guarded account (`account:ListRegions`, at start).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,17 +14,32 @@ pub struct RawAws {
     pub regions: Field<Vec<String>>,
 }
 
-/// The regions to watch: at least one, all in one partition, none twice.
+/// The regions to watch: at least one, all in one partition, none twice; or every enabled
+/// region (`["all"]`, kept as an empty list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Regions(pub Vec<String>);
 
 impl Regions {
+    /// `["all"]`: every region enabled in the account.
+    pub fn all(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn from_raw(raw: RawAws, p: &mut Problems) -> Self {
         let regions = raw.regions.get("aws.regions", p).unwrap_or_default();
+        if regions.iter().any(|r| r == "all") {
+            if regions.len() > 1 {
+                p.push(
+                    "aws.regions",
+                    "\"all\" stands alone: [\"all\"] or a list of regions",
+                );
+            }
+            return Self(Vec::new());
+        }
         if regions.is_empty() {
             p.push(
                 "aws.regions",
-                "list at least one region to watch, e.g. [\"us-east-1\"]",
+                "list at least one region to watch, e.g. [\"us-east-1\"], or [\"all\"]",
             );
         }
         for r in &regions {

@@ -19,6 +19,10 @@ pub enum Service {
     Sns,
     Sts,
     DynamoDb,
+    Sqs,
+    S3,
+    Organizations,
+    Account,
 }
 
 impl Service {
@@ -29,6 +33,10 @@ impl Service {
         Service::Sns,
         Service::Sts,
         Service::DynamoDb,
+        Service::Sqs,
+        Service::S3,
+        Service::Organizations,
+        Service::Account,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +47,10 @@ impl Service {
             Service::Sns => "sns",
             Service::Sts => "sts",
             Service::DynamoDb => "dynamodb",
+            Service::Sqs => "sqs",
+            Service::S3 => "s3",
+            Service::Organizations => "organizations",
+            Service::Account => "account",
         }
     }
 }
@@ -127,9 +139,14 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorType {
             | "SignatureDoesNotMatch"
             | "IncompleteSignature"
             | "MissingAuthenticationToken" => Some(ErrorType::Credentials),
-            "NotFoundException" | "NoSuchEntity" | "NotFound" | "ResourceNotFoundException" => {
-                Some(ErrorType::NotFound)
-            }
+            "NotFoundException"
+            | "NoSuchEntity"
+            | "NotFound"
+            | "ResourceNotFoundException"
+            | "NoSuchKey"
+            | "NoSuchBucket"
+            | "AWS.SimpleQueueService.NonExistentQueue"
+            | "QueueDoesNotExist" => Some(ErrorType::NotFound),
             "KMSInvalidStateException"
             | "DisabledException"
             | "KMSInvalidState"

@@ -14,16 +14,20 @@ use crate::iam::api::{AccessKey, CredentialReport, IamApi, User};
 #[derive(Debug, Clone)]
 pub struct Iam {
     aws: Aws,
+    /// The account whose IAM this is (through its role, unless it is trailguard's own).
+    account: Option<String>,
     region: String,
     pacer: Arc<Limiter>,
     calls: Arc<AtomicU64>,
 }
 
 impl Iam {
-    /// IAM in `region` (the partition's home region), at most `rate` calls per second.
-    pub fn new(aws: Aws, region: &str, rate: f64) -> Self {
+    /// IAM of `account` in `region` (the partition's home region), at most `rate` calls per
+    /// second.
+    pub fn new(aws: Aws, account: Option<&str>, region: &str, rate: f64) -> Self {
         Self {
             aws,
+            account: account.map(str::to_owned),
             region: region.to_owned(),
             pacer: Arc::new(Limiter::new(rate)),
             calls: Arc::default(),
@@ -40,7 +44,7 @@ impl Iam {
         E: SdkErrorKind,
         Fut: Future<Output = Result<T, SdkError<E>>>,
     {
-        let client = self.aws.iam(&self.region);
+        let client = self.aws.iam_in(self.account.as_deref(), &self.region);
         call(&RetryPolicy::ACTION, Service::Iam, op, || {
             let fut = send(client.clone());
             async move {

@@ -1,4 +1,4 @@
-//! [`KeyApi`] over the KMS SDK client, in the key's own region.
+//! [`KeyApi`] over the KMS SDK client, in the key's own account and region.
 
 use aws_sdk_kms::types::KeyState as SdkKeyState;
 
@@ -54,7 +54,7 @@ async fn aliases(
 
 impl KeyApi for Kms {
     async fn describe_key(&self, key: &KeyArn) -> Result<KeyDescription, AwsError> {
-        let c = self.aws.kms(&key.region);
+        let c = self.aws.kms_in(Some(&key.account), &key.region);
         let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
         let m = out.key_metadata.ok_or_else(|| {
             AwsError::local(
@@ -72,7 +72,7 @@ impl KeyApi for Kms {
     }
 
     async fn cancel_key_deletion(&self, key: &KeyArn) -> Result<(), AwsError> {
-        let c = self.aws.kms(&key.region);
+        let c = self.aws.kms_in(Some(&key.account), &key.region);
         kms("CancelKeyDeletion", || {
             c.cancel_key_deletion().key_id(&key.arn).send()
         })
@@ -81,25 +81,31 @@ impl KeyApi for Kms {
     }
 
     async fn enable_key(&self, key: &KeyArn) -> Result<(), AwsError> {
-        let c = self.aws.kms(&key.region);
+        let c = self.aws.kms_in(Some(&key.account), &key.region);
         kms("EnableKey", || c.enable_key().key_id(&key.arn).send()).await?;
         Ok(())
     }
 
     async fn list_aliases(&self, key: &KeyArn) -> Result<Vec<String>, AwsError> {
-        Ok(aliases(&self.aws.kms(&key.region), Some(&key.arn))
-            .await?
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect())
+        Ok(
+            aliases(&self.aws.kms_in(Some(&key.account), &key.region), Some(&key.arn))
+                .await?
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect(),
+        )
     }
 
-    async fn region_aliases(&self, region: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
-        aliases(&self.aws.kms(region), None).await
+    async fn region_aliases(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<(String, Option<String>)>, AwsError> {
+        aliases(&self.aws.kms_in(Some(account), region), None).await
     }
 
-    async fn region_keys(&self, region: &str) -> Result<Vec<String>, AwsError> {
-        let c = self.aws.kms(region);
+    async fn region_keys(&self, account: &str, region: &str) -> Result<Vec<String>, AwsError> {
+        let c = self.aws.kms_in(Some(account), region);
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -113,7 +119,7 @@ impl KeyApi for Kms {
     }
 
     async fn list_resource_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
-        let c = self.aws.kms(&key.region);
+        let c = self.aws.kms_in(Some(&key.account), &key.region);
         let out = kms("ListResourceTags", || {
             c.list_resource_tags().key_id(&key.arn).send()
         })

@@ -31,14 +31,12 @@ pub async fn run(cfg: Config, reset_state: bool) -> ExitCode {
         return ExitCode::from(super::EXIT_CONFIG);
     }
     let clock = Clock::new();
-    let specs = pipeline::pollers(&cfg);
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let names = pipeline::known_pollers(&cfg);
     let mut rule_ids: Vec<String> = cfg.rules.rules.iter().map(|r| r.id.clone()).collect();
     if cfg.iam.is_some() {
         rule_ids.extend([crate::iam::UNROTATED.to_owned(), crate::iam::UNUSED.to_owned()]);
     }
-    let mut regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
-    regions.dedup();
+    let regions = cfg.regions.clone();
     let metrics = telemetry::install_metrics(
         &Known {
             pollers: names.clone(),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::{AccountsConfig, RawAccounts};
 use crate::actions::config::{KmsConfig, RawKms};
 use crate::arn;
 use crate::aws::config::{RawAws, Regions};
@@ -24,7 +25,7 @@ use crate::lease::{LeaseConfig, RawLease};
 use crate::notify::config::{NotifyConfig, RawNotify};
 use crate::plan::Policy;
 use crate::rules::{RawRule, RuleSet};
-use crate::sources::config::{CloudTrailConfig, RawCloudTrail};
+use crate::sources::config::{CloudTrailConfig, RawCloudTrail, RawSource, Sources};
 use crate::state::config::{RawState, StateDir};
 use crate::telemetry::config::{LogConfig, RawLog, RawServer, ServerConfig};
 use crate::validate::{Field, Problems, section};
@@ -49,6 +50,8 @@ struct RawConfig {
     log: RawLog,
     iam: RawIam,
     lease: RawLease,
+    accounts: RawAccounts,
+    sources: Vec<RawSource>,
     rules: Field<Vec<RawRule>>,
     rules_dir: Field<String>,
 }
@@ -57,7 +60,12 @@ struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dry_run: bool,
+    /// The regions to watch; empty for `["all"]` (every region enabled in each account).
     pub regions: Vec<String>,
+    /// `[accounts]`; `None`: only the account trailguard's credentials belong to.
+    pub accounts: Option<AccountsConfig>,
+    /// `[[sources]]`.
+    pub sources: Sources,
     pub cloudtrail: CloudTrailConfig,
     pub kms: KmsConfig,
     pub notify: NotifyConfig,
@@ -71,7 +79,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// The partition the regions are in (`aws`, `aws-us-gov`, `aws-cn`).
+    /// Whether `aws.regions = ["all"]`.
+    pub fn all_regions(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// The partition the regions are in (`aws`, `aws-us-gov`, `aws-cn`); with `["all"]`, the
+    /// one trailguard's identity is in (see the daemon), `aws` here.
     pub fn partition(&self) -> &'static str {
         self.regions
             .first()
@@ -204,6 +218,10 @@ pub fn known_keys() -> Vec<String> {
             }
         }
     }
+    // `[[sources]]` entries: `sources.kind`, `sources.queue_url`, ...
+    if let Ok(serde_json::Value::Object(entry)) = serde_json::to_value(RawSource::default()) {
+        out.extend(entry.keys().map(|f| format!("sources.{f}")));
+    }
     out
 }
 
@@ -291,11 +309,25 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
     let log = section(&mut p, LogConfig::try_from(raw.log));
     let iam = section(&mut p, Option::<IamConfig>::try_from(raw.iam));
     let lease = section(&mut p, LeaseConfig::try_from(raw.lease));
+    let accounts = section(&mut p, Option::<AccountsConfig>::try_from(raw.accounts));
+    let sources = Sources::from_raw(raw.sources, &mut p);
+    if let Some(r) = &regions
+        && r.all()
+    {
+        for (i, q) in sources.queues.iter().enumerate() {
+            if q.region.is_none() {
+                p.push(
+                    format!("sources[{i}].region"),
+                    "the queue URL does not name its region: set region (aws.regions = [\"all\"] gives no default)",
+                );
+            }
+        }
+    }
     let rule_list = raw.rules.get("rules", &mut p).unwrap_or_default();
     let rules_dir = raw.rules_dir.get("rules_dir", &mut p);
     let rules = rules::load(rule_list, rules_dir, doc.base.as_deref(), &mut p);
     match (
-        regions, cloudtrail, kms, notify, state, server, log, iam, lease, rules,
+        regions, cloudtrail, kms, notify, state, server, log, iam, lease, accounts, rules,
     ) {
         (
             Some(regions),
@@ -307,10 +339,13 @@ fn validate(doc: &Document, env: &[(String, String)]) -> Result<Config, ConfigEr
             Some(log),
             Some(iam),
             Some(lease),
+            Some(accounts),
             Some(rules),
         ) if p.is_empty() => Ok(Config {
             dry_run,
+            sources: sources.with_region(regions.0.first()),
             regions: regions.0,
+            accounts,
             cloudtrail,
             kms,
             notify,

@@ -16,6 +16,9 @@ pub(super) struct Lease<L> {
     pub config: LeaseConfig,
     pub clock: Clock,
     pub health: Arc<Health>,
+    /// Whether standing by leaves the daemon idle (not ready); false when queue sources keep it
+    /// working without the lease.
+    pub standby: bool,
 }
 
 impl<L: LeaseApi + Clone> Lease<L> {
@@ -32,7 +35,9 @@ impl<L: LeaseApi + Clone> Lease<L> {
             {
                 Ok(Claim::Held(h)) => {
                     info!(holder = %self.config.holder, until = %h.expires_at, "Holding the lease: acting.");
-                    self.health.set_standby(None);
+                    if self.standby {
+                        self.health.set_standby(None);
+                    }
                     telemetry::lease_held(true);
                     return Some(h);
                 }
@@ -46,7 +51,9 @@ impl<L: LeaseApi + Clone> Lease<L> {
                 warn!(holder = %self.config.holder, reason = %why, "Standing by: another trailguard acts for this account.");
                 said = why.clone();
             }
-            self.health.set_standby(Some(why));
+            if self.standby {
+                self.health.set_standby(Some(why));
+            }
             telemetry::lease_held(false);
             tokio::select! {
                 _ = shutdown.cancelled() => return None,

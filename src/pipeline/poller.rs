@@ -2,6 +2,7 @@
 //! slices [`crate::cursor`] chooses through the [`LookupApi`], evaluates the rules, and records
 //! each slice (seen ids, jobs, cursor) in one transaction before handing the jobs to the worker.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Poller<L> {
 /// What one slice's records gave.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Records read (readable ones, duplicates included).
+    pub read: u64,
     pub jobs: Vec<Job>,
     pub new_ids: Vec<(String, DateTime<Utc>)>,
     pub duplicates: u64,
@@ -50,7 +53,17 @@ pub struct Batch {
 
 /// Evaluates records (newest first, as pages come) in the order they happened. Records already
 /// in `seen` (or earlier in the batch) are duplicates; unreadable ones are counted and skipped.
-pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], now: DateTime<Utc>) -> Batch {
+/// `new_ids` lists every new record with `all_ids` (event history, whose reads overlap), else
+/// only those that matched a rule or changed a key's protection (queues, which de-duplicate
+/// only what they act on).
+pub fn evaluate(
+    poller: &str,
+    rules: &RuleSet,
+    seen: &Seen,
+    records: &[String],
+    now: DateTime<Utc>,
+    all_ids: bool,
+) -> Batch {
     let mut b = Batch::default();
     let mut batch_ids = std::collections::HashSet::new();
     for text in records.iter().rev() {
@@ -67,6 +80,7 @@ pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], 
                 continue;
             }
         };
+        b.read += 1;
         let id = record.event_id();
         if seen.contains(id) || !batch_ids.insert(id.to_owned()) {
             b.duplicates += 1;
@@ -78,9 +92,13 @@ pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], 
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now);
-        b.new_ids.push((id.to_owned(), time));
-        b.changes.extend(crate::protection::changes(&record));
-        for finding in rules.findings(text).unwrap_or_default() {
+        let changes = crate::protection::changes(&record);
+        let findings = rules.findings(text).unwrap_or_default();
+        if all_ids || !changes.is_empty() || !findings.is_empty() {
+            b.new_ids.push((id.to_owned(), time));
+        }
+        b.changes.extend(changes);
+        for finding in findings {
             telemetry::finding(&finding.rule_id);
             info!(
                 rule_id = %finding.rule_id,
@@ -99,7 +117,7 @@ pub fn evaluate(poller: &str, rules: &RuleSet, seen: &Seen, records: &[String], 
 /// An `UpdateAlias` record names the key the alias was moved to: its `kms_protection_removed`
 /// finding is about the key it was taken from, when trailguard knows which (see
 /// [`crate::protection::moved_from`]).
-fn name_the_key_that_lost_it(jobs: &mut [Job], changes: &[crate::protection::Change]) {
+pub(super) fn name_the_key_that_lost_it(jobs: &mut [Job], changes: &[crate::protection::Change]) {
     for job in jobs {
         let f = &mut job.finding;
         if f.rule_id == crate::rules::PROTECTION_REMOVED
@@ -188,12 +206,18 @@ impl<L: LookupApi> Poller<L> {
 
     /// Records a slice atomically, then hands its jobs to the worker. False if the store failed.
     fn record(&mut self, slice: &Slice, records: &[String], next: Cursor, now: DateTime<Utc>) -> bool {
-        let mut batch = evaluate(&self.name, &self.rules, &self.seen, records, now);
+        let mut batch = evaluate(&self.name, &self.rules, &self.seen, records, now, true);
         let pruned = self.seen.older_than(next.seen_horizon(now, &self.schedule));
         let recorded = self.store.with_moves(&batch.changes).and_then(|changes| {
             name_the_key_that_lost_it(&mut batch.jobs, &changes);
-            self.store
-                .record_slice(&self.name, &next, &batch.new_ids, &pruned, &batch.jobs, &changes)
+            self.store.record_slice(
+                &self.name,
+                Some(&next),
+                &batch.new_ids,
+                &pruned,
+                &batch.jobs,
+                &changes,
+            )
         });
         let rechecks = match recorded {
             Ok(jobs) => jobs,
@@ -233,5 +257,47 @@ impl<L: LookupApi> Poller<L> {
             warn!(poller = %self.name, error = %e, "Cannot prune the findings kept for a second decision.");
         }
         true
+    }
+}
+
+/// Records evaluated at a time when a log file is streamed.
+const CHUNK: usize = 2000;
+
+pub(super) fn merge(into: &mut Batch, b: Batch) {
+    into.jobs.extend(b.jobs);
+    into.new_ids.extend(b.new_ids);
+    into.duplicates += b.duplicates;
+    into.malformed += b.malformed;
+    into.read += b.read;
+    into.changes.extend(b.changes);
+}
+
+/// Streams a log file's records (gzip'd or not, `{"Records":[...]}` or one per line) through
+/// the rules, a chunk at a time. On a broken file, what was read before the break is returned
+/// with the error.
+pub fn read_log_file(
+    source: &str,
+    rules: &RuleSet,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Batch, (Batch, String)> {
+    let mut batch = Batch::default();
+    let mut chunk: Vec<String> = Vec::with_capacity(CHUNK);
+    let seen = Seen::default();
+    let result = crate::scan::for_each_record(bytes, |record| {
+        match std::str::from_utf8(record) {
+            Ok(text) => chunk.push(text.to_owned()),
+            Err(_) => batch.malformed += 1,
+        }
+        if chunk.len() == CHUNK {
+            merge(&mut batch, evaluate(source, rules, &seen, &chunk, now, false));
+            chunk.clear();
+        }
+        ControlFlow::Continue(())
+    });
+    merge(&mut batch, evaluate(source, rules, &seen, &chunk, now, false));
+    match result {
+        Ok(_) => Ok(batch),
+        Err(e) => Err((batch, e.to_string())),
     }
 }

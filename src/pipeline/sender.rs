@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::acks::Acks;
 use crate::clock::Clock;
 use crate::notify::Notifier;
 use crate::outbox::{self, Entry};
@@ -26,6 +27,8 @@ pub struct Sender<N> {
     pub wake: Arc<Notify>,
     /// Whether messages go to a topic (else they are logged).
     pub topic: bool,
+    /// Queue messages waiting on notifications (see `super::acks`).
+    pub acks: Acks,
 }
 
 impl<N: Notifier> Sender<N> {
@@ -89,6 +92,7 @@ impl<N: Notifier> Sender<N> {
                     };
                     telemetry::notification(outcome);
                     info!(notification_id = %e.id(), message_id = %message_id, subject = %e.message.subject, attempts = e.attempts + 1, "Notification sent.");
+                    self.acks.done(e.id());
                     if let Err(err) = self.store.remove_entry(e.id()) {
                         error!(error = %err, notification_id = %e.id(), "Cannot remove a sent notification; it may be sent again, with the same id.");
                     }

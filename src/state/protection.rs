@@ -230,7 +230,7 @@ mod tests {
         let first = store.with_moves(std::slice::from_ref(&moved)).unwrap();
         assert_eq!(first.len(), 1);
         store
-            .record_slice("eu-west-1", &Default::default(), &[], &[], &[], &first)
+            .record_slice("eu-west-1", None, &[], &[], &[], &first)
             .unwrap();
         store.put_snapshot(KEY, at(60), &KeyFacts::default()).unwrap();
         let created = change(KEY, 40, Edit::AddAlias("alias/prod-db".into()), false);

@@ -136,12 +136,14 @@ impl Store {
     }
 
     /// Step 1 of the protocol, for one slice: new ids seen, jobs stored, cursor advanced and old
-    /// ids pruned, atomically; with them, a job for every kept finding of a key whose aliases or
-    /// tags the slice changed, to decide it again ([`crate::job::Kept`]). Returns those jobs.
+    /// ids pruned, atomically. Records a read (a poller's slice, or a queue receive with no
+    /// `cursor`) in one transaction: the new event ids, the pruned ones, the jobs and protection
+    /// changes; with them, a job for every kept finding of a key whose aliases or tags the read
+    /// changed, to decide it again ([`crate::job::Kept`]). Returns those jobs.
     pub fn record_slice(
         &self,
         poller: &str,
-        cursor: &Cursor,
+        cursor: Option<&Cursor>,
         new_ids: &[(String, DateTime<Utc>)],
         pruned: &[String],
         jobs: &[Job],
@@ -167,7 +169,10 @@ impl Store {
             for job in jobs {
                 put(tx, JOBS, &job.id, job)?;
             }
-            put(tx, CURSORS, poller, cursor)
+            if let Some(c) = cursor {
+                put(tx, CURSORS, poller, c)?;
+            }
+            Ok(())
         })?;
         Ok(rechecks)
     }
@@ -356,7 +361,7 @@ mod tests {
         store
             .record_slice(
                 "eu-west-1",
-                &Cursor::default(),
+                Some(&Cursor::default()),
                 &[("a".into(), now)],
                 &[],
                 &[],
@@ -366,7 +371,7 @@ mod tests {
         store
             .record_slice(
                 "us-east-1",
-                &Cursor::default(),
+                Some(&Cursor::default()),
                 &[("b".into(), now)],
                 &[],
                 &[],
@@ -376,7 +381,14 @@ mod tests {
         assert!(store.seen("eu-west-1").unwrap().contains("a"));
         assert!(!store.seen("eu-west-1").unwrap().contains("b"));
         store
-            .record_slice("eu-west-1", &Cursor::default(), &[], &["a".into()], &[], &[])
+            .record_slice(
+                "eu-west-1",
+                Some(&Cursor::default()),
+                &[],
+                &["a".into()],
+                &[],
+                &[],
+            )
             .unwrap();
         assert!(store.seen("eu-west-1").unwrap().is_empty());
     }

@@ -38,6 +38,16 @@ impl Health {
         })
     }
 
+    /// The loops to watch from now on (pollers and queue consumers, once the accounts and
+    /// regions are known, or when the lease is won or lost); loops kept keep their times.
+    pub fn set_pollers(&self, names: &[String]) {
+        let mut all = self.lock();
+        all.retain(|k, _| names.contains(k));
+        for n in names {
+            all.entry(n.clone()).or_insert((Some(Instant::now()), None));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Times> {
         self.pollers.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -116,18 +116,7 @@ pub fn install_metrics(known: &Known, start_unix: f64) -> PrometheusHandle {
     gauge!(names::START_TIME).set(start_unix);
     gauge!(names::DRY_RUN).set(if known.dry_run { 1.0 } else { 0.0 });
     gauge!(names::CLOCK_SKEW).set(0.0);
-    for p in &known.pollers {
-        for o in PollOutcome::ALL {
-            counter!(names::POLLS, "region" => p.clone(), "outcome" => o.as_str()).absolute(0);
-        }
-        for n in [
-            names::EVENTS_READ,
-            names::EVENTS_DUPLICATE,
-            names::EVENTS_MALFORMED,
-        ] {
-            counter!(n, "region" => p.clone()).absolute(0);
-        }
-    }
+    pollers(&known.pollers);
     for r in &known.regions {
         counter!(names::LOOKUP_REQUESTS, "region" => r.clone()).absolute(0);
     }
@@ -240,6 +229,110 @@ pub fn lease_held(held: bool) {
 
 pub fn facts_refreshed(now_unix: f64) {
     gauge!(names::FACTS_REFRESHED).set(now_unix);
+}
+
+pub fn accounts(n: usize) {
+    gauge!(names::ACCOUNTS).set(n as f64);
+}
+
+pub fn assume_role_failed(account: &str, error_type: ErrorType) {
+    counter!(names::ASSUME_ROLE_FAILURES, "account" => account.to_owned(), "error_type" => error_type.as_str())
+        .increment(1);
+}
+
+/// What happened to SQS messages of a queue source (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOutcome {
+    Received,
+    /// Everything it carried was handled: deleted.
+    Deleted,
+    /// Nothing in it for trailguard (S3's test event, a digest file): deleted.
+    Skipped,
+    /// Its work failed: left in the queue to be received again.
+    Retried,
+    /// Failed on its last receive before the queue's redrive policy moves it to the DLQ.
+    DeadLettered,
+    /// Given back at shutdown, unfinished, for another consumer.
+    Released,
+}
+
+impl QueueOutcome {
+    pub const ALL: &'static [QueueOutcome] = &[
+        QueueOutcome::Received,
+        QueueOutcome::Deleted,
+        QueueOutcome::Skipped,
+        QueueOutcome::Retried,
+        QueueOutcome::DeadLettered,
+        QueueOutcome::Released,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueOutcome::Received => "received",
+            QueueOutcome::Deleted => "deleted",
+            QueueOutcome::Skipped => "skipped",
+            QueueOutcome::Retried => "retried",
+            QueueOutcome::DeadLettered => "dead_lettered",
+            QueueOutcome::Released => "released",
+        }
+    }
+}
+
+/// Creates a queue source's series at zero.
+pub fn queue_source(source: &str) {
+    for o in QueueOutcome::ALL {
+        counter!(names::QUEUE_MESSAGES, "source" => source.to_owned(), "outcome" => o.as_str()).absolute(0);
+    }
+    for o in ["read", "failed"] {
+        counter!(names::QUEUE_FILES, "source" => source.to_owned(), "outcome" => o).absolute(0);
+    }
+    for n in [
+        names::EVENTS_READ,
+        names::EVENTS_DUPLICATE,
+        names::EVENTS_MALFORMED,
+    ] {
+        counter!(n, "region" => source.to_owned()).absolute(0);
+    }
+    queue_held(source, 0, Duration::ZERO);
+}
+
+pub fn queue_messages(source: &str, outcome: QueueOutcome, n: usize) {
+    counter!(names::QUEUE_MESSAGES, "source" => source.to_owned(), "outcome" => outcome.as_str())
+        .increment(n as u64);
+}
+
+/// Messages held, and the age of the oldest message received or held.
+pub fn queue_held(source: &str, held: usize, oldest: Duration) {
+    gauge!(names::QUEUE_HELD, "source" => source.to_owned()).set(held as f64);
+    gauge!(names::QUEUE_OLDEST, "source" => source.to_owned()).set(oldest.as_secs_f64());
+}
+
+pub fn queue_file(source: &str, ok: bool) {
+    let outcome = if ok { "read" } else { "failed" };
+    counter!(names::QUEUE_FILES, "source" => source.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// Events a queue source read: new, duplicates, unreadable.
+pub fn queue_events(source: &str, read: u64, duplicate: u64, malformed: u64) {
+    counter!(names::EVENTS_READ, "region" => source.to_owned()).increment(read);
+    counter!(names::EVENTS_DUPLICATE, "region" => source.to_owned()).increment(duplicate);
+    counter!(names::EVENTS_MALFORMED, "region" => source.to_owned()).increment(malformed);
+}
+
+/// Creates the series of pollers known only once the accounts and regions are.
+pub fn pollers(names: &[String]) {
+    for p in names {
+        for o in PollOutcome::ALL {
+            counter!(names::POLLS, "region" => p.clone(), "outcome" => o.as_str()).absolute(0);
+        }
+        for n in [
+            names::EVENTS_READ,
+            names::EVENTS_DUPLICATE,
+            names::EVENTS_MALFORMED,
+        ] {
+            counter!(n, "region" => p.clone()).absolute(0);
+        }
+    }
 }
 
 pub fn outside_policy() {

@@ -27,6 +27,12 @@ pub const STATE_QUARANTINED: &str = "trailguard_state_quarantined_total";
 pub const OUTSIDE_POLICY: &str = "trailguard_actions_outside_policy_total";
 pub const LEASE_HELD: &str = "trailguard_lease_held";
 pub const FACTS_REFRESHED: &str = "trailguard_kms_facts_refreshed_timestamp_seconds";
+pub const ACCOUNTS: &str = "trailguard_accounts";
+pub const ASSUME_ROLE_FAILURES: &str = "trailguard_sts_assume_role_failures_total";
+pub const QUEUE_MESSAGES: &str = "trailguard_queue_messages_total";
+pub const QUEUE_HELD: &str = "trailguard_queue_messages_held";
+pub const QUEUE_OLDEST: &str = "trailguard_queue_oldest_message_age_seconds";
+pub const QUEUE_FILES: &str = "trailguard_queue_log_files_total";
 
 /// Whether a metric is a counter or a gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +154,36 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         FACTS_REFRESHED,
         Kind::Gauge,
         "Unix time the protected keys' aliases and tags were last read from KMS in every region",
+    ),
+    (
+        ACCOUNTS,
+        Kind::Gauge,
+        "AWS accounts trailguard guards (its own, accounts.ids, or the organization's)",
+    ),
+    (
+        ASSUME_ROLE_FAILURES,
+        Kind::Counter,
+        "sts:AssumeRole calls into a guarded account's role that failed, by account and error type",
+    ),
+    (
+        QUEUE_MESSAGES,
+        Kind::Counter,
+        "SQS messages of a queue source by outcome (received, deleted, skipped, retried, dead_lettered, released)",
+    ),
+    (
+        QUEUE_HELD,
+        Kind::Gauge,
+        "SQS messages received and not yet deleted (their work is in progress), by source",
+    ),
+    (
+        QUEUE_OLDEST,
+        Kind::Gauge,
+        "Age in seconds (since it reached the queue) of the oldest message received or still held, by source",
+    ),
+    (
+        QUEUE_FILES,
+        Kind::Counter,
+        "Log files an s3_sqs source read, by outcome (read, failed)",
     ),
     (
         OUTSIDE_POLICY,

@@ -56,10 +56,10 @@ impl KeyApi for FakeKms {
     async fn list_resource_tags(&self, _: &KeyArn) -> Result<Vec<(String, String)>, AwsError> {
         Ok(vec![])
     }
-    async fn region_aliases(&self, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+    async fn region_aliases(&self, _: &str, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
         Ok(vec![("alias/a".into(), Some("k-1".into()))])
     }
-    async fn region_keys(&self, _: &str) -> Result<Vec<String>, AwsError> {
+    async fn region_keys(&self, _: &str, _: &str) -> Result<Vec<String>, AwsError> {
         Ok(vec!["k-1".into()])
     }
 }
@@ -143,10 +143,10 @@ impl KeyApi for OneUnreadable {
             _ => Err(FakeKms::err("ListResourceTags", ErrorType::AccessDenied)),
         }
     }
-    async fn region_aliases(&self, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+    async fn region_aliases(&self, _: &str, _: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
         Ok(vec![("alias/prod-db".into(), Some("k-1".into()))])
     }
-    async fn region_keys(&self, _: &str) -> Result<Vec<String>, AwsError> {
+    async fn region_keys(&self, _: &str, _: &str) -> Result<Vec<String>, AwsError> {
         Ok(vec!["k-1".into(), "k-2".into()])
     }
 }

@@ -69,6 +69,7 @@ async fn a_ten_minute_outage_loses_nothing_repeats_nothing_and_costs_few_attempt
         clock: clock.clone(),
         wake,
         topic: true,
+        acks: Default::default(),
     };
     let wake = sender.wake.clone();
     let task = tokio::spawn(sender.run(shutdown.clone()));

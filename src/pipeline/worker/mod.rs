@@ -16,10 +16,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-pub use policy::Own;
+pub use policy::{MemberRole, Own};
 
+use super::acks::{Acks, window_handle};
 use crate::actions::Remediator;
 use crate::aggregate::{self, Decision, Window};
+use crate::aws::Place;
 use crate::clock::Clock;
 use crate::job::Job;
 use crate::notify;
@@ -36,9 +38,9 @@ pub struct Worker<R> {
     pub window: Duration,
     pub policy: plan::Policy,
     pub refresh: Duration,
-    /// Where the keys are, for the periodic snapshot of their aliases and tags.
-    pub regions: Vec<String>,
-    pub account: String,
+    /// Where the keys are (accounts and regions), for the periodic snapshot of their aliases
+    /// and tags.
+    pub places: Vec<Place>,
     /// trailguard's own identity: its calls never trigger an action.
     pub own: Own,
     /// Wakes the sender when something is queued.
@@ -46,6 +48,8 @@ pub struct Worker<R> {
     pub windows: HashMap<String, Window>,
     /// The last facts snapshotted per key (to store only changes).
     pub known: HashMap<String, KeyFacts>,
+    /// Queue messages waiting on jobs (see `super::acks`).
+    pub acks: Acks,
 }
 
 impl<R: Remediator> Worker<R> {
@@ -94,6 +98,7 @@ impl<R: Remediator> Worker<R> {
             if let Err(e) = self.store.drop_job(&job.id) {
                 error!(error = %e, "Cannot remove a finished job.");
             }
+            self.acks.done(&job.id);
             return;
         }
         let now = self.clock.now();
@@ -103,8 +108,12 @@ impl<R: Remediator> Worker<R> {
         {
             w.more += 1;
             telemetry::notification(NotificationOutcome::Aggregated);
-            if let Err(e) = self.store.fold(&job.id, &key, w) {
-                error!(error = %e, "Cannot record an aggregated finding.");
+            match self.store.fold(&job.id, &key, w) {
+                Ok(()) => self.acks.moved(&job.id, &window_handle(&key)),
+                Err(e) => {
+                    error!(error = %e, "Cannot record an aggregated finding.");
+                    self.acks.failed(&job.id);
+                }
             }
             return;
         }
@@ -149,11 +158,13 @@ impl<R: Remediator> Worker<R> {
         }
         let entry = Entry::new(notify::kms::render(&job, self.dry_run), now);
         let window = (!self.window.is_zero()).then(|| Window::open(job.clone(), now));
+        self.acks.moved(&job.id, entry.id());
         let result = self
             .store
             .finish(Some(&job.id), &entry, window.as_ref().map(|w| (key.as_str(), w)));
         if let Err(e) = result {
             error!(error = %e, notification_id = %entry.id(), "Cannot queue a notification; the job is retried at the next start.");
+            self.acks.failed(entry.id());
             return;
         }
         if let Some(w) = window {
@@ -182,8 +193,16 @@ impl<R: Remediator> Worker<R> {
         let summary = w
             .summary(now)
             .map(|job| Entry::new(notify::kms::render(&job, self.dry_run), now));
+        let handle = window_handle(key);
+        match &summary {
+            Some(s) => self.acks.moved(&handle, s.id()),
+            None => self.acks.done(&handle),
+        }
         if let Err(e) = self.store.close_window(key, summary.as_ref()) {
             error!(error = %e, "Cannot close an aggregation window.");
+            if let Some(s) = &summary {
+                self.acks.failed(s.id());
+            }
             return;
         }
         if summary.is_some() {

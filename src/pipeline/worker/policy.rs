@@ -22,6 +22,29 @@ pub struct Own {
     /// For a role session: the role (any of its sessions is trailguard).
     pub role: Option<String>,
     pub access_key_id: Option<String>,
+    /// In the other accounts it guards: the role it assumes there and its session name.
+    pub member_role: Option<MemberRole>,
+}
+
+/// trailguard's sessions in the accounts it reaches through `accounts.role_arn_template`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRole {
+    pub template: String,
+    pub partition: String,
+    pub session_name: String,
+}
+
+impl MemberRole {
+    /// Whether `principal` is one of trailguard's sessions in its own account's role.
+    fn is(&self, principal: &str) -> bool {
+        let Some(a) = Arn::parse(principal) else {
+            return false;
+        };
+        let session = a.resource.rsplit('/').next().unwrap_or_default();
+        session == self.session_name
+            && a.session_role().as_deref()
+                == Some(crate::accounts::role_arn(&self.template, &self.partition, a.account).as_str())
+    }
 }
 
 impl Own {
@@ -30,6 +53,7 @@ impl Own {
             arn: id.arn.clone(),
             role: Arn::parse(&id.arn).and_then(|a| a.session_role()),
             access_key_id: id.access_key_id.clone(),
+            member_role: None,
         }
     }
 
@@ -46,7 +70,11 @@ impl Own {
                     .as_deref()
                     == Some(own)
         });
-        key || arn || role
+        let member = self
+            .member_role
+            .as_ref()
+            .is_some_and(|m| f.principal_arn.as_deref().is_some_and(|p| m.is(p)));
+        key || arn || role || member
     }
 }
 
@@ -254,8 +282,9 @@ impl<R: Remediator> Worker<R> {
         }
         let tags = self.policy.needs_tags();
         let mut complete = true;
-        for region in self.regions.clone() {
-            match self.remediator.region_facts(&region, &self.account, tags).await {
+        for place in self.places.clone() {
+            let region = &place.region;
+            match self.remediator.region_facts(region, &place.account, tags).await {
                 Ok(all) => {
                     let now = self.clock.now();
                     for (arn, facts) in all {
@@ -270,7 +299,7 @@ impl<R: Remediator> Worker<R> {
                 }
                 Err(e) => {
                     complete = false;
-                    warn!(region = %region, error = %e, "Cannot refresh the keys' aliases and tags; decisions use what was last known.")
+                    warn!(account = %place.account, region = %region, error = %e, "Cannot refresh the keys' aliases and tags; decisions use what was last known.")
                 }
             }
         }

@@ -83,14 +83,15 @@ impl Bench {
             refresh: Duration::from_secs(600),
             outbox: Arc::new(Notify::new()),
             windows: HashMap::new(),
-            regions: vec!["eu-west-1".into()],
-            account: "111122223333".into(),
+            places: vec![Place::new("111122223333", "eu-west-1")],
             own: Own {
                 arn: "arn:aws:sts::111122223333:assumed-role/trailguard/task-1".into(),
                 role: Some("arn:aws:iam::111122223333:role/trailguard".into()),
                 access_key_id: None,
+                member_role: None,
             },
             known: HashMap::new(),
+            acks: Default::default(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
@@ -322,9 +323,7 @@ fn seed(store: &Store, snap: i64, aliases: &[&str], changes: &[(i64, crate::prot
             moved: false,
         })
         .collect();
-    store
-        .record_slice("seed", &Default::default(), &[], &[], &[], &changes)
-        .unwrap();
+    store.record_slice("seed", None, &[], &[], &[], &changes).unwrap();
 }
 
 #[tokio::test(start_paused = true)]

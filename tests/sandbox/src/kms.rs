@@ -12,7 +12,9 @@
 //! with AWS's messages (`<key ARN> is pending deletion.`, `<key ARN> is disabled.`). Key ARNs
 //! are rewritten to bare key ids before moto sees them (moto answers 500 to ARNs on several
 //! operations), `PendingWindowInDays` must be 7–30, and responses carry the key ARN, `KeyState`
-//! and `PendingWindowInDays` as AWS's do. Every call, allowed or refused, is recorded.
+//! and `PendingWindowInDays` as AWS's do. Calls that change a key's state are checked and
+//! applied one at a time per account and region, so two concurrent `CancelKeyDeletion`s of one
+//! key cannot both succeed. Every call, allowed or refused, is recorded.
 
 use base64::Engine as _;
 use chrono::{TimeZone, Utc};
@@ -136,6 +138,14 @@ async fn describe(ctx: &Ctx, reference: &str) -> Option<KeyMeta> {
     })
 }
 
+/// Operations that move a key between states.
+fn changes_state(op: &str) -> bool {
+    matches!(
+        op,
+        "CancelKeyDeletion" | "ScheduleKeyDeletion" | "EnableKey" | "DisableKey"
+    )
+}
+
 /// AWS's answer for an operation on a key in a given state, if it refuses.
 pub fn refusal(op: &str, key: &KeyMeta) -> Option<(&'static str, String)> {
     let pending = match key.state.as_str() {
@@ -205,6 +215,15 @@ pub async fn handle(ctx: &Ctx) -> Response<Body> {
     if matches!(op.as_str(), "GetKeyPolicy" | "PutKeyPolicy") && !body.contains_key("PolicyName") {
         body.insert("PolicyName".into(), json!("default"));
     }
+
+    // A call that changes a key's state reads the state and changes it in one step, as KMS
+    // does (moto checks and writes in two, on several threads): two concurrent
+    // `CancelKeyDeletion`s on one key must not both succeed.
+    let lock = changes_state(&op).then(|| ctx.shared.write_lock(&format!("kms/{account}/{region}")));
+    let _held = match &lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
+    };
 
     // Which keys the call is about, resolved through moto.
     let mut keys = Vec::new();

@@ -20,6 +20,7 @@
 //!
 //! Rust tests start it in-process with [`Sandbox::start`] on an ephemeral port.
 
+pub mod account;
 pub mod cloudtrail;
 pub mod control;
 pub mod dynamodb;

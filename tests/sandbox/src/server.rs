@@ -183,6 +183,9 @@ fn operation(service: Service, parts: &Parts, body: &[u8]) -> String {
     if let Some(op) = wire::json_operation(&parts.headers) {
         return op;
     }
+    if service == Service::Account {
+        return crate::account::operation(parts.uri.path());
+    }
     let from_query = parts
         .uri
         .query()
@@ -306,6 +309,7 @@ async fn route(
         Service::Organizations => crate::organizations::handle(&ctx).await,
         Service::Events => crate::eventbridge::handle_api(&ctx).await,
         Service::DynamoDb => crate::dynamodb::handle(&ctx).await,
+        Service::Account => crate::account::handle(&ctx),
         Service::Other => ctx.pass().await,
     };
     Ok(resp)

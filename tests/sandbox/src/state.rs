@@ -31,6 +31,9 @@ pub struct Settings {
     pub eventbridge_delay_ms: u64,
     /// Probability that CloudTrail drops a record on its way to EventBridge (best effort).
     pub eventbridge_loss_probability: f64,
+    /// The regions `account:ListRegions` reports enabled in every account (the rest of the
+    /// partition's regions are reported `DISABLED`).
+    pub enabled_regions: Vec<String>,
 }
 
 impl Default for Settings {
@@ -43,6 +46,10 @@ impl Default for Settings {
             clock_offset_seconds: 0.0,
             eventbridge_delay_ms: 200,
             eventbridge_loss_probability: 0.0,
+            enabled_regions: crate::account::DEFAULT_ENABLED
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub enum Service {
     Events,
     Organizations,
     DynamoDb,
+    Account,
     Other,
 }
 
@@ -35,6 +36,7 @@ impl Service {
             Service::Events => "events",
             Service::Organizations => "organizations",
             Service::DynamoDb => "dynamodb",
+            Service::Account => "account",
             Service::Other => "other",
         }
     }
@@ -51,6 +53,7 @@ impl Service {
             "events" => Service::Events,
             "organizations" => Service::Organizations,
             "dynamodb" => Service::DynamoDb,
+            "account" => Service::Account,
             _ => return None,
         })
     }
@@ -62,7 +65,8 @@ impl Service {
             | Service::Kms
             | Service::Events
             | Service::Organizations
-            | Service::DynamoDb => true,
+            | Service::DynamoDb
+            | Service::Account => true,
             Service::Sqs => headers.contains_key("x-amz-target"),
             _ => false,
         }

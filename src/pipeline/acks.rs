@@ -1,0 +1,146 @@
+//! When a queue message may be deleted: once everything it carried has been handled.
+//!
+//! Each received message has a [`Tracker`]. Every job made from the message is registered
+//! under the job's id; the worker and the sender move the registration along as the work goes
+//! (job → its notification, or job → the aggregation window it was folded into → the window's
+//! summary) and settle it when the work is done (the notification published, or nothing to
+//! say) or failed. The consumer deletes the message when its tracker has nothing outstanding
+//! and nothing failed; a message whose work failed is left in the queue, to be received again
+//! (and, after the queue's redrive count, to go to its dead-letter queue).
+//!
+//! Registrations live in memory only: a replica that dies loses them with the messages it held,
+//! which SQS then hands to another replica.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One message's outstanding work.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    outstanding: AtomicUsize,
+    failed: AtomicBool,
+}
+
+/// How a message's work ended, so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Working,
+    Done,
+    Failed,
+}
+
+impl Tracker {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn progress(&self) -> Progress {
+        if self.failed.load(Ordering::SeqCst) {
+            Progress::Failed
+        } else if self.outstanding.load(Ordering::SeqCst) == 0 {
+            Progress::Done
+        } else {
+            Progress::Working
+        }
+    }
+
+    fn settle(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The registrations, by handle (a job id, a notification id, a window's key).
+#[derive(Debug, Clone, Default)]
+pub struct Acks(Arc<Mutex<HashMap<String, Vec<Arc<Tracker>>>>>);
+
+/// The handle of an aggregation window's pending summary.
+pub fn window_handle(key: &str) -> String {
+    format!("window\u{0}{key}")
+}
+
+impl Acks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Tracker>>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `tracker` waits for the work under `handle`.
+    pub fn register(&self, handle: &str, tracker: &Arc<Tracker>) {
+        tracker.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.lock()
+            .entry(handle.to_owned())
+            .or_default()
+            .push(tracker.clone());
+    }
+
+    /// The work under `from` continues under `to`.
+    pub fn moved(&self, from: &str, to: &str) {
+        if from == to {
+            return;
+        }
+        let mut all = self.lock();
+        if let Some(trackers) = all.remove(from) {
+            all.entry(to.to_owned()).or_default().extend(trackers);
+        }
+    }
+
+    /// The work under `handle` is done.
+    pub fn done(&self, handle: &str) {
+        if let Some(trackers) = self.lock().remove(handle) {
+            trackers.iter().for_each(|t| t.settle(true));
+        }
+    }
+
+    /// The work under `handle` failed: its messages are received again.
+    pub fn failed(&self, handle: &str) {
+        if let Some(trackers) = self.lock().remove(handle) {
+            trackers.iter().for_each(|t| t.settle(false));
+        }
+    }
+
+    /// Whether anything waits on `handle` (tests).
+    pub fn waits_on(&self, handle: &str) -> bool {
+        self.lock().contains_key(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_done_when_all_its_work_is() {
+        let acks = Acks::default();
+        let (a, b) = (Tracker::new(), Tracker::new());
+        acks.register("job1", &a);
+        acks.register("job2", &a);
+        acks.register("job2", &b);
+        assert_eq!(a.progress(), Progress::Working);
+        acks.moved("job1", "note1");
+        acks.done("job1");
+        assert_eq!(a.progress(), Progress::Working, "moved, not done");
+        acks.done("note1");
+        assert_eq!(a.progress(), Progress::Working);
+        acks.moved("job2", &window_handle("k"));
+        acks.done(&window_handle("k"));
+        assert_eq!(a.progress(), Progress::Done);
+        assert_eq!(b.progress(), Progress::Done);
+        assert!(!acks.waits_on("job2"));
+    }
+
+    #[test]
+    fn a_failure_anywhere_keeps_the_message() {
+        let acks = Acks::default();
+        let t = Tracker::new();
+        acks.register("j1", &t);
+        acks.register("j2", &t);
+        acks.done("j1");
+        acks.failed("j2");
+        assert_eq!(t.progress(), Progress::Failed);
+        // Settling an unknown handle (a job from event history) does nothing.
+        acks.done("nobody");
+    }
+}

@@ -1,0 +1,495 @@
+//! A queue source's consumer: SQS messages in, jobs out, messages deleted once handled.
+//!
+//! `receivers` loops long-poll the queue. Each message is read as its source's kind says
+//! ([`crate::sources::envelope`]): one CloudTrail record (EventBridge) or log files to stream
+//! from S3 with the reader `scan` uses. Records are evaluated as a poller's are; those that
+//! match a rule or change a key's protection are de-duplicated by `eventID` across every queue
+//! source of this process (EventBridge and S3 deliver the same event), and recorded with their
+//! jobs in one transaction per receive before the jobs go to the worker. A message is deleted
+//! once the work it carried is handled ([`super::acks`]): at once if it carried none, else when
+//! its notifications are published. Until then its visibility is extended; a message whose work
+//! failed is left to be received again, and after the queue's redrive count SQS moves it to the
+//! dead-letter queue (counted as `dead_lettered`). At shutdown, unfinished messages are given
+//! back at once for another replica.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::acks::{Acks, Progress, Tracker};
+use super::poller::{Batch, evaluate, merge, name_the_key_that_lost_it, read_log_file};
+use crate::accounts::Scope;
+use crate::aws::ErrorType;
+use crate::clock::Clock;
+use crate::cursor::Seen;
+use crate::job::Job;
+use crate::rules::RuleSet;
+use crate::sources::config::{QueueSource, SourceKind};
+use crate::sources::envelope::{self, Body};
+use crate::sources::{ObjectApi, QueueApi, QueueInfo, QueueMessage};
+use crate::state::Store;
+use crate::telemetry::{self, Health, PollOutcome, QueueOutcome};
+
+/// The name under which queue sources keep the ids of the events they handled.
+pub const SEEN: &str = "queues";
+/// How long handled event ids are remembered: S3 delivers a log file within minutes of
+/// EventBridge, and SQS redelivers within a message's retention.
+const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// Records evaluated at a time while a log file streams.
+/// How long shutdown waits for held messages to be settled before giving them back.
+const FINAL: Duration = Duration::from_secs(5);
+
+/// What every queue consumer of the process shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub rules: Arc<RuleSet>,
+    pub store: Arc<Store>,
+    pub health: Arc<Health>,
+    pub clock: Clock,
+    pub jobs: mpsc::UnboundedSender<Job>,
+    pub seen: Arc<Mutex<Seen>>,
+    pub acks: Acks,
+    /// Events of accounts trailguard does not guard (an organization's bus carries them all)
+    /// make no jobs.
+    pub scope: Scope,
+}
+
+pub struct Consumer<Q, O> {
+    pub source: QueueSource,
+    pub queue: Q,
+    pub objects: O,
+    pub shared: Shared,
+}
+
+/// A message received and not yet deleted.
+struct Held {
+    receipt: String,
+    tracker: Arc<Tracker>,
+    sent: Option<DateTime<Utc>>,
+    receive_count: u32,
+    visible_until: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What reading one message gave.
+enum Read {
+    /// Records evaluated (the message may still have failed part-way: `failure`).
+    Evaluated { batch: Batch, failure: Option<String> },
+    /// Nothing for trailguard in it.
+    Skip(String),
+    /// Unreadable, or its files could not be read.
+    Failed(String),
+}
+
+type HeldMap = Arc<Mutex<HashMap<String, Held>>>;
+
+/// One message of a receive, once recorded.
+struct Outcome {
+    tracker: Arc<Tracker>,
+    jobs: Vec<Job>,
+    failure: Option<String>,
+    skipped: bool,
+}
+
+impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.source.name.clone();
+        telemetry::queue_source(&name);
+        let info = match self.queue.info().await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(source = %name, error = %e, "Cannot read the queue's attributes; redrive counts are unknown.");
+                QueueInfo::default()
+            }
+        };
+        match info.max_receive_count {
+            Some(n) => {
+                info!(source = %name, queue = %self.source.queue_url, max_receive_count = n, dead_letter_queue = info.dead_letter_target.as_deref().unwrap_or("-"), "Consuming the queue.")
+            }
+            None => {
+                warn!(source = %name, queue = %self.source.queue_url, "The queue has no redrive policy: a message whose work keeps failing is received again until it expires. Give it a dead-letter queue.")
+            }
+        }
+        let this = Arc::new(self);
+        let held: HeldMap = Arc::default();
+        let permits = Arc::new(Semaphore::new(this.source.max_in_flight));
+        let receiving = shutdown.child_token();
+        let mut loops = tokio::task::JoinSet::new();
+        for _ in 0..this.source.receivers {
+            loops.spawn(this.clone().receive_loop(
+                held.clone(),
+                permits.clone(),
+                info.clone(),
+                receiving.clone(),
+            ));
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => this.settle(&held, &info, false).await,
+            }
+        }
+        while loops.join_next().await.is_some() {}
+        let deadline = Instant::now() + FINAL;
+        while !held.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && Instant::now() < deadline {
+            this.settle(&held, &info, false).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        this.settle(&held, &info, true).await;
+        info!(source = %name, "Queue consumer stopped.");
+    }
+
+    async fn receive_loop(
+        self: Arc<Self>,
+        held: HeldMap,
+        permits: Arc<Semaphore>,
+        info: QueueInfo,
+        shutdown: CancellationToken,
+    ) {
+        let s = &self.source;
+        let mut failures = 0u32;
+        loop {
+            self.shared.health.attempted(&s.name);
+            let want = s.max_messages as u32;
+            let mut permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = permits.clone().acquire_many_owned(want) => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.queue.receive(s.max_messages, s.wait_time, s.visibility_timeout) => r,
+            };
+            let messages = match received {
+                Ok(m) => m,
+                Err(e) => {
+                    failures += 1;
+                    let outcome = if e.error_type == ErrorType::Throttled {
+                        PollOutcome::Throttled
+                    } else {
+                        PollOutcome::Failed
+                    };
+                    telemetry::poll(&s.name, outcome);
+                    let pause = Duration::from_secs(1 << failures.min(5));
+                    warn!(source = %s.name, error = %e, retry_in_s = pause.as_secs(), "Cannot receive from the queue.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            failures = 0;
+            telemetry::poll(&s.name, PollOutcome::Ok);
+            self.shared.health.progressed(&s.name);
+            if messages.is_empty() {
+                continue;
+            }
+            telemetry::queue_messages(&s.name, QueueOutcome::Received, messages.len());
+            let received_at = Instant::now();
+            let mut results = Vec::with_capacity(messages.len());
+            for m in &messages {
+                results.push(self.read(m).await);
+            }
+            let kept = self.record(&messages, results, &info);
+            let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
+            for (m, tracker) in messages.into_iter().zip(kept) {
+                let Some(tracker) = tracker else { continue };
+                let Some(one) = permit.split(1) else { break };
+                all.insert(
+                    m.message_id,
+                    Held {
+                        receipt: m.receipt_handle,
+                        tracker,
+                        sent: m.sent,
+                        receive_count: m.receive_count,
+                        visible_until: received_at + s.visibility_timeout,
+                        _permit: one,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reads one message into evaluated records.
+    async fn read(&self, m: &QueueMessage) -> Read {
+        let body = match self.source.kind {
+            SourceKind::EventBridgeSqs => envelope::eventbridge(&m.body),
+            _ => envelope::s3(&m.body),
+        };
+        let now = self.shared.clock.now();
+        match body {
+            Err(e) => Read::Failed(e.0),
+            Ok(Body::Skip(why)) => Read::Skip(why),
+            Ok(Body::Record { record, .. }) => Read::Evaluated {
+                batch: evaluate(
+                    &self.source.name,
+                    &self.shared.rules,
+                    &Seen::default(),
+                    &[record],
+                    now,
+                    false,
+                ),
+                failure: None,
+            },
+            Ok(Body::Objects(objects)) => {
+                let mut batch = Batch::default();
+                let mut failure = None;
+                for o in objects {
+                    let bytes = match self.objects.get(&o.bucket, &o.key, o.region.as_deref()).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            telemetry::queue_file(&self.source.name, false);
+                            failure = Some(format!("s3://{}/{}: {e}", o.bucket, o.key));
+                            continue;
+                        }
+                    };
+                    let (name, rules) = (self.source.name.clone(), self.shared.rules.clone());
+                    let read =
+                        tokio::task::spawn_blocking(move || read_log_file(&name, &rules, &bytes, now)).await;
+                    match read {
+                        Ok(Ok(b)) => {
+                            telemetry::queue_file(&self.source.name, true);
+                            merge(&mut batch, b);
+                        }
+                        Ok(Err((b, e))) => {
+                            telemetry::queue_file(&self.source.name, false);
+                            merge(&mut batch, b);
+                            failure = Some(format!("s3://{}/{}: {e}", o.bucket, o.key));
+                        }
+                        Err(e) => failure = Some(format!("s3://{}/{}: {e}", o.bucket, o.key)),
+                    }
+                }
+                Read::Evaluated { batch, failure }
+            }
+        }
+    }
+
+    /// Records the new events and jobs of a receive in one transaction, hands the jobs to the
+    /// worker, and returns each message's tracker (`None`: not held, already settled).
+    fn record(
+        &self,
+        messages: &[QueueMessage],
+        results: Vec<Read>,
+        info: &QueueInfo,
+    ) -> Vec<Option<Arc<Tracker>>> {
+        let name = &self.source.name;
+        let sh = &self.shared;
+        let mut seen = sh.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = Batch::default();
+        let mut per_message: Vec<Outcome> = Vec::new();
+        let mut in_receive = std::collections::HashSet::new();
+        for (m, r) in messages.iter().zip(results) {
+            let tracker = Tracker::new();
+            match r {
+                Read::Skip(why) => {
+                    debug!(source = %name, message_id = %m.message_id, reason = %why, "Nothing to do in this message.");
+                    per_message.push(Outcome {
+                        tracker,
+                        jobs: Vec::new(),
+                        failure: None,
+                        skipped: true,
+                    });
+                }
+                Read::Failed(why) => per_message.push(Outcome {
+                    tracker,
+                    jobs: Vec::new(),
+                    failure: Some(why),
+                    skipped: false,
+                }),
+                Read::Evaluated { mut batch, failure } => {
+                    // Drop what this process already handled, from any queue source.
+                    let before = batch.new_ids.len();
+                    batch
+                        .new_ids
+                        .retain(|(id, _)| !seen.contains(id) && in_receive.insert(id.clone()));
+                    let fresh: std::collections::HashSet<&str> =
+                        batch.new_ids.iter().map(|(id, _)| id.as_str()).collect();
+                    batch.jobs.retain(|j| {
+                        fresh.contains(j.finding.event_id.as_str())
+                            && j.finding
+                                .account
+                                .as_deref()
+                                .is_none_or(|a| sh.scope.guards(a) != Some(false))
+                    });
+                    batch.changes.retain(|c| fresh.contains(c.event_id.as_str()));
+                    all.duplicates += batch.duplicates + (before - batch.new_ids.len()) as u64;
+                    all.malformed += batch.malformed;
+                    all.read += batch.read;
+                    all.new_ids.extend(batch.new_ids);
+                    all.changes.extend(batch.changes);
+                    per_message.push(Outcome {
+                        tracker,
+                        jobs: batch.jobs.clone(),
+                        failure,
+                        skipped: false,
+                    });
+                    all.jobs.extend(batch.jobs);
+                }
+            }
+        }
+        let now = sh.clock.now();
+        let pruned = seen.older_than(now - DEDUPE_WINDOW);
+        // Findings a late alias or tag change calls to decide again ([`crate::job::Kept`]).
+        let mut rechecks = Vec::new();
+        let stored = all.new_ids.is_empty() && pruned.is_empty()
+            || match sh.store.with_moves(&all.changes).and_then(|changes| {
+                name_the_key_that_lost_it(&mut all.jobs, &changes);
+                for o in &mut per_message {
+                    name_the_key_that_lost_it(&mut o.jobs, &changes);
+                }
+                sh.store
+                    .record_slice(SEEN, None, &all.new_ids, &pruned, &all.jobs, &changes)
+            }) {
+                Ok(jobs) => {
+                    rechecks = jobs;
+                    true
+                }
+                Err(e) => {
+                    error!(source = %name, error = %e, "Cannot record events; the messages are received again.");
+                    false
+                }
+            };
+        if stored {
+            for (id, t) in &all.new_ids {
+                seen.insert(id, *t);
+            }
+            seen.forget(&pruned);
+        }
+        drop(seen);
+        for job in rechecks {
+            let _ = sh.jobs.send(job);
+        }
+        telemetry::queue_events(name, all.read, all.duplicates, all.malformed);
+        let mut out = Vec::with_capacity(messages.len());
+        for (m, o) in messages.iter().zip(per_message) {
+            let Outcome {
+                tracker,
+                jobs,
+                failure,
+                skipped,
+            } = o;
+            if let Some(why) = failure.or_else(|| (!stored).then(|| "the state store failed".to_owned())) {
+                self.give_up(m, info, &why);
+                out.push(None);
+                continue;
+            }
+            if skipped {
+                telemetry::queue_messages(name, QueueOutcome::Skipped, 1);
+            }
+            for job in jobs {
+                sh.acks.register(&job.id, &tracker);
+                let _ = sh.jobs.send(job);
+            }
+            out.push(Some(tracker));
+        }
+        out
+    }
+
+    /// A message whose work failed stays in the queue: received again after its visibility
+    /// timeout, or moved to the dead-letter queue by SQS after the redrive count.
+    fn give_up(&self, m: &QueueMessage, info: &QueueInfo, why: &str) {
+        let name = &self.source.name;
+        let head: String = m.body.chars().take(300).collect();
+        if info.max_receive_count.is_some_and(|max| m.receive_count >= max) {
+            telemetry::queue_messages(name, QueueOutcome::DeadLettered, 1);
+            error!(source = %name, message_id = %m.message_id, receive_count = m.receive_count, dead_letter_queue = info.dead_letter_target.as_deref().unwrap_or("-"), error = %why, body = %head, "A message failed on its last receive: the queue's redrive policy moves it to the dead-letter queue.");
+        } else {
+            telemetry::queue_messages(name, QueueOutcome::Retried, 1);
+            warn!(source = %name, message_id = %m.message_id, receive_count = m.receive_count, error = %why, body = %head, "A message could not be handled; it is received again after its visibility timeout.");
+        }
+    }
+
+    /// Deletes the held messages whose work is done, lets go of failed ones, extends the others
+    /// before they become visible again; at `last`, gives back the unfinished ones.
+    async fn settle(&self, held: &HeldMap, info: &QueueInfo, last: bool) {
+        let name = &self.source.name;
+        let now = Instant::now();
+        let aws_now = self.shared.clock.now();
+        let (mut delete, mut extend, mut release) = (Vec::new(), Vec::new(), Vec::new());
+        let mut oldest = Duration::ZERO;
+        {
+            let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
+            let mut failed = Vec::new();
+            for (id, h) in all.iter() {
+                match h.tracker.progress() {
+                    Progress::Done => delete.push((id.clone(), h.receipt.clone())),
+                    Progress::Failed => failed.push(id.clone()),
+                    Progress::Working if last => release.push((id.clone(), h.receipt.clone())),
+                    Progress::Working => {
+                        if let Some(sent) = h.sent {
+                            oldest = oldest.max((aws_now - sent).to_std().unwrap_or_default());
+                        }
+                        if h.visible_until.saturating_duration_since(now) < self.source.visibility_timeout / 3
+                        {
+                            extend.push((id.clone(), h.receipt.clone()));
+                        }
+                    }
+                }
+            }
+            for id in failed {
+                if let Some(h) = all.remove(&id) {
+                    let m = QueueMessage {
+                        message_id: id,
+                        receipt_handle: h.receipt,
+                        body: String::new(),
+                        receive_count: h.receive_count,
+                        sent: h.sent,
+                    };
+                    self.give_up(&m, info, "its work failed (see the errors above)");
+                }
+            }
+            telemetry::queue_held(name, all.len(), oldest);
+        }
+        for chunk in delete.chunks(10) {
+            let failed = match self.queue.delete(chunk).await {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(source = %name, error = %e, "Cannot delete handled messages; trying again.");
+                    continue;
+                }
+            };
+            let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, _) in chunk {
+                if !failed.contains(id) {
+                    all.remove(id);
+                }
+            }
+            telemetry::queue_messages(name, QueueOutcome::Deleted, chunk.len() - failed.len());
+        }
+        for chunk in extend.chunks(10) {
+            match self.queue.extend(chunk, self.source.visibility_timeout).await {
+                Ok(()) => {
+                    let until = Instant::now() + self.source.visibility_timeout;
+                    let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
+                    for (id, _) in chunk {
+                        if let Some(h) = all.get_mut(id) {
+                            h.visible_until = until;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(source = %name, error = %e, "Cannot extend the visibility of messages in progress; another consumer may receive them too.")
+                }
+            }
+        }
+        if last {
+            for chunk in release.chunks(10) {
+                if let Err(e) = self.queue.extend(chunk, Duration::ZERO).await {
+                    warn!(source = %name, error = %e, "Cannot give back unfinished messages; they return after their visibility timeout.");
+                }
+            }
+            telemetry::queue_messages(name, QueueOutcome::Released, release.len());
+            held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+}
