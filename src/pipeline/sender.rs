@@ -27,7 +27,7 @@ pub struct Sender<N> {
     pub wake: Arc<Notify>,
     /// Whether messages go to a topic (else they are logged).
     pub topic: bool,
-    /// Queue messages waiting on notifications (see [`super::acks`]).
+    /// Queue messages waiting on notifications (see `super::acks`).
     pub acks: Acks,
 }
 
