@@ -4,7 +4,9 @@
 //!
 //! For a finding of `kms_key_disabled` or `kms_key_deletion_scheduled` the decision is, in order:
 //! 1. the key is not protected: the rule's own actions (notify);
-//! 2. a time-limited exemption covers the key: notify only (an approved change is not fought);
+//! 2. a time-limited exemption covers the key: notify only (an approved change is not fought).
+//!    An exemption is matched only against aliases no stranger gave the key: a caller outside
+//!    `kms.allowed_principals` who adds `alias/retired-x` to a protected key does not exempt it;
 //! 3. the caller matches `kms.allowed_principals`: notify only, never reverted;
 //! 4. otherwise `kms.on_disable` (`notify` | `enable_key`) or `kms.on_schedule_deletion`
 //!    (`notify` | `cancel_key_deletion`).
@@ -213,11 +215,24 @@ pub fn exemption_for<'p>(
 }
 
 /// Decides what to do about a finding on a key (see the module docs), as of `at`: the event's
-/// time.
+/// time. Protection and exemptions are both judged on `facts`.
 pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, at: DateTime<Utc>) -> Option<Decision> {
+    decide_vouched(p, f, facts, facts, at)
+}
+
+/// [`decide`], with exemptions matched against `vouched`: the facts no caller outside
+/// `kms.allowed_principals` gave the key ([`crate::protection`]), so that a stranger who adds an
+/// exempt alias to a protected key does not exempt it.
+pub fn decide_vouched(
+    p: &Policy,
+    f: &Finding,
+    facts: &KeyFacts,
+    vouched: &KeyFacts,
+    at: DateTime<Utc>,
+) -> Option<Decision> {
     let arn = f.key_arn.as_deref()?;
     if f.rule_id == rules::PENDING_DELETION_USE {
-        let (i, e) = exemption_for(p, arn, facts, at)?;
+        let (i, e) = exemption_for(p, arn, vouched, at)?;
         return Some(Decision {
             actions: vec![Action::Notify],
             reason: format!(
@@ -232,7 +247,7 @@ pub fn decide(p: &Policy, f: &Finding, facts: &KeyFacts, at: DateTime<Utc>) -> O
         &f.actions,
         arn,
         (f.principal_arn.as_deref(), f.session_issuer_arn.as_deref()),
-        facts,
+        (facts, vouched),
         at,
     )
 }
@@ -254,7 +269,7 @@ pub fn decide_for(
         rule_actions,
         key_arn?,
         (principal_arn, None),
-        facts,
+        (facts, facts),
         at,
     )
 }
@@ -265,7 +280,7 @@ fn decide_parts(
     rule_actions: &[Action],
     arn: &str,
     (principal, issuer): (Option<&str>, Option<&str>),
-    facts: &KeyFacts,
+    (facts, vouched): (&KeyFacts, &KeyFacts),
     at: DateTime<Utc>,
 ) -> Option<Decision> {
     let is_disable = rule_id == rules::KEY_DISABLED;
@@ -301,7 +316,7 @@ fn decide_parts(
         &format!("{protection} protects the key"),
         arn,
         (principal, issuer),
-        facts,
+        vouched,
         at,
         (actions, line),
     ))
@@ -311,16 +326,18 @@ fn decide_parts(
 /// (a protected key, a used key); a time-limited exemption covering the key lets it through
 /// (notify only); so does a caller in `kms.allowed_principals` (notified, not reverted);
 /// otherwise `actions`, as the policy line `line` says. The reason names the line that decided.
+/// Exemptions are matched against `vouched`: the facts no caller outside
+/// `kms.allowed_principals` changed.
 pub fn judge(
     p: &Policy,
     why: &str,
     arn: &str,
     (principal, issuer): (Option<&str>, Option<&str>),
-    facts: &KeyFacts,
+    vouched: &KeyFacts,
     at: DateTime<Utc>,
     (actions, line): (Vec<Action>, &str),
 ) -> Decision {
-    if let Some((i, e)) = exemption_for(p, arn, facts, at) {
+    if let Some((i, e)) = exemption_for(p, arn, vouched, at) {
         return Decision {
             actions: vec![Action::Notify],
             reason: format!(

@@ -12,7 +12,11 @@
 //! - the key's facts at time t are rebuilt from the nearest snapshot, replaying the changes
 //!   between (forward from an older snapshot, or backward from a newer one);
 //! - a protective alias or tag removed by a caller not in `kms.allowed_principals` still protects
-//!   the key: only allowed principals can unprotect a key, as only they may disable it.
+//!   the key: only allowed principals can unprotect a key, as only they may disable it. Moving
+//!   an alias to another key (`UpdateAlias`, whose record names only the new key) removes it
+//!   from the key that held it as of the event ([`moved_from`]);
+//! - exemptions are matched only on what no such caller gave the key ([`History::vouched_at`]):
+//!   a stranger cannot exempt a key by giving it an exempt alias.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,10 +44,15 @@ pub struct Change {
     /// The caller, and the role its session was issued for.
     pub principal: Option<String>,
     pub session_issuer: Option<String>,
+    /// An `UpdateAlias`'s addition: the alias was taken from the key that held it, which the
+    /// record does not name ([`moved_from`] finds it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
-/// The alias and tag changes a record makes (`UpdateAlias` moves an alias: its previous key is
-/// not in the record, so only the addition is returned).
+/// The alias and tag changes a record makes. `UpdateAlias` moves an alias, but its record names
+/// only the key the alias now points to: the addition is returned, marked `moved`, and the
+/// removal from the previous key is found by [`moved_from`] in what trailguard knows of keys.
 pub fn changes(r: &Record) -> Vec<Change> {
     if r.source() != "kms.amazonaws.com" || !r.succeeded() {
         return Vec::new();
@@ -104,8 +113,43 @@ pub fn changes(r: &Record) -> Vec<Change> {
                 .and_then(|i| i.session_context.as_ref())
                 .and_then(|c| c.session_issuer.as_ref())
                 .and_then(|s| s.arn.clone()),
+            moved: r.name() == "UpdateAlias",
         })
         .collect()
+}
+
+/// The removals an `UpdateAlias` (`moved`, an addition marked [`Change::moved`]) made: from
+/// every other key that had the alias as of the event, by `known` (candidate keys and their
+/// histories). Each is recorded as that key's own change, by the same caller at the same time,
+/// so a stranger who moves a protective alias away has removed it ([`History::effective_at`]).
+pub fn moved_from(moved: &Change, known: &[(String, History)]) -> Vec<Change> {
+    let Edit::AddAlias(alias) = &moved.edit else {
+        return Vec::new();
+    };
+    if !moved.moved {
+        return Vec::new();
+    }
+    known
+        .iter()
+        .filter(|(arn, h)| *arn != moved.key_arn && h.had_alias(alias, moved.time))
+        // Already recorded (the move was read when the key was known to hold the alias).
+        .filter(|(_, h)| !h.changes.iter().any(|x| x.event_id == moved.event_id))
+        .map(|(arn, _)| Change {
+            key_arn: arn.clone(),
+            edit: Edit::RemoveAlias(alias.clone()),
+            moved: false,
+            ..moved.clone()
+        })
+        .collect()
+}
+
+/// The key a record's alias removal applies to, among `changes`: for an `UpdateAlias`, the key
+/// the alias was moved from, so its `kms_protection_removed` names the key that lost it.
+pub fn removed_from<'c>(event_id: &str, changes: &'c [Change]) -> Option<&'c str> {
+    changes
+        .iter()
+        .find(|c| c.event_id == event_id && matches!(c.edit, Edit::RemoveAlias(_)))
+        .map(|c| c.key_arn.as_str())
 }
 
 /// What is known of one key over time.
@@ -115,6 +159,16 @@ pub struct History {
     pub snapshots: Vec<(DateTime<Utc>, KeyFacts)>,
     /// Changes from event history, oldest first.
     pub changes: Vec<Change>,
+}
+
+impl Edit {
+    /// The alias an alias change is about.
+    pub fn alias(&self) -> Option<&str> {
+        match self {
+            Edit::AddAlias(a) | Edit::RemoveAlias(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 fn apply(f: &mut KeyFacts, edit: &Edit, forward: bool) {
@@ -182,6 +236,22 @@ impl History {
         Some(f)
     }
 
+    /// Whether the key had `alias` at `t`: its latest recorded change of the alias up to `t` is
+    /// an addition, or its facts then show it. (A snapshot may contradict an older addition
+    /// whose removal is not delivered yet: the key is taken to have had it, which keeps it
+    /// protected.)
+    pub fn had_alias(&self, alias: &str, t: DateTime<Utc>) -> bool {
+        let latest = self
+            .changes
+            .iter()
+            .filter(|c| c.time <= t && c.edit.alias() == Some(alias))
+            .max_by_key(|c| c.time);
+        latest.is_some_and(|c| adds(&c.edit))
+            || self
+                .facts_at(t)
+                .is_some_and(|f| f.aliases.iter().any(|a| a == alias))
+    }
+
     /// The last facts read, whenever that was.
     pub fn last_known(&self) -> Option<&KeyFacts> {
         self.snapshots.last().map(|(_, f)| f)
@@ -240,6 +310,53 @@ impl History {
             }
         }
         Some(f)
+    }
+
+    /// The facts an exemption may be matched against at `t`: the key's facts as they were at
+    /// `t` (not what [`Self::effective_at`] adds to keep a key protected), less every alias or
+    /// tag that a caller `allowed` does not accept may have given it (see `History::vouched`).
+    /// So a stranger can neither bring a key under an exemption nor keep it there.
+    pub fn vouched_at(&self, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> Option<KeyFacts> {
+        let mut f = self.facts_at(t)?;
+        f.aliases
+            .retain(|a| self.vouched(&Edit::AddAlias(a.clone()), t, allowed));
+        f.tags
+            .retain(|(k, v)| self.vouched(&Edit::AddTag(k.clone(), v.clone()), t, allowed));
+        Some(f)
+    }
+
+    /// Whether the key had `item` (an alias, or a tag with its value) at `t` on the word of an
+    /// allowed caller or of KMS before anyone changed it: its latest recorded change up to `t`
+    /// is an addition of exactly it by an allowed caller (and no stranger added it in that
+    /// second, whose changes cannot be ordered), and every snapshot since shows it. An item no
+    /// recorded change explains (a snapshot shows it where an earlier one did not: its event is
+    /// not delivered yet) is not vouched for; one present since the first snapshot is.
+    fn vouched(&self, item: &Edit, t: DateTime<Utc>, allowed: &dyn Fn(&Change) -> bool) -> bool {
+        let second = t.timestamp();
+        let mine = |c: &&Change| c.time.timestamp() <= second && same_target(&c.edit, item);
+        let latest = self.changes.iter().filter(mine).map(|c| c.time.timestamp()).max();
+        if let Some(at) = latest {
+            let last: Vec<&Change> = self
+                .changes
+                .iter()
+                .filter(mine)
+                .filter(|c| c.time.timestamp() == at)
+                .collect();
+            let by_stranger = last.iter().any(|c| adds(&c.edit) && !allowed(c));
+            let by_allowed = last.iter().any(|c| c.edit == *item && allowed(c));
+            if by_stranger || !by_allowed {
+                return false;
+            }
+        }
+        let has = |f: &KeyFacts| match item {
+            Edit::AddAlias(a) => f.aliases.contains(a),
+            Edit::AddTag(k, v) => f.tags.iter().any(|(tk, tv)| tk == k && tv == v),
+            _ => false,
+        };
+        self.snapshots
+            .iter()
+            .filter(|(at, _)| latest.is_none_or(|l| at.timestamp() > l) && at.timestamp() <= second)
+            .all(|(_, f)| has(f))
     }
 
     /// Tag values replaced (`TagResource` over an existing value) up to `t` by callers

@@ -120,11 +120,22 @@ async fn a_protected_key_whose_alias_a_stranger_moved_to_another_key_is_still_re
         .send()
         .await
         .unwrap();
-    let note = note_for(&world, "kms_key_deletion_scheduled", &key, &mut Vec::new()).await;
+    let mut seen = Vec::new();
+    let note = note_for(&world, "kms_key_deletion_scheduled", &key, &mut seen).await;
     assert_eq!(
         world.key_state(&key).await,
         ("Disabled".to_owned(), false),
         "a stranger moved the protective alias away, which only kms.allowed_principals may do: {note:#}"
+    );
+    // The move is reported about the key that lost the alias, not the one that got it.
+    let removed = note_for(&world, "kms_protection_removed", &key, &mut seen).await;
+    assert_eq!(removed["finding"]["event_name"], "UpdateAlias", "{removed:#}");
+    assert!(
+        removed["policy"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keeps treating the key as protected"),
+        "{removed:#}"
     );
     assert!(guard.terminate(Duration::from_secs(25)).await.success());
 }

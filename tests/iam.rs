@@ -236,7 +236,8 @@ async fn delete_removes_only_keys_inactive_long_enough() {
         .unwrap();
 
     let port = free_port();
-    let mut guard = Guard::start(
+    // A deletion is decided, then re-checked once cloudtrail.max_delivery_delay has passed.
+    let mut guard = Guard::start_with(
         &world,
         &iam_config(
             &world,
@@ -245,17 +246,38 @@ async fn delete_removes_only_keys_inactive_long_enough() {
         ),
         port,
         &[],
+        GUARD,
+        &[("TRAILGUARD__CLOUDTRAIL__MAX_DELIVERY_DELAY", "60s")],
     );
     guard.wait_ready().await;
-    let notes = wait_iam_notes(&world, 3, Duration::from_secs(30))
+    let mut notes = wait_iam_notes(&world, 3, Duration::from_secs(30))
         .await
         .unwrap_or_else(|| panic!("notifications missing:\n{}", guard.logs()));
+    assert_eq!(
+        for_key(&notes, &long).1["finding"]["planned"],
+        "confirm_delete",
+        "decided, not acted on yet"
+    );
+    assert_eq!(world.sb.state().counter("iam.DeleteAccessKey"), 0);
+    // The re-check, a max_delivery_delay later: the evidence holds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    while !notes
+        .iter()
+        .any(|(_, b)| b["finding"]["key"]["access_key_id"] == long.as_str() && b["action"] == "delete")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deletion after the re-check:\n{notes:#?}\n{}",
+            guard.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        notes.extend(iam_notes(&world).await);
+    }
     assert_eq!(
         iam.status("gone-long", &long).await,
         None,
         "inactive 40 days: deleted"
     );
-    assert_eq!(for_key(&notes, &long).1["action"], "delete");
     assert_eq!(
         iam.status("gone-lately", &short).await.as_deref(),
         Some("Inactive"),

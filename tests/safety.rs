@@ -316,12 +316,14 @@ async fn a_failed_alias_lookup_does_not_unprotect_a_key_known_to_be_protected() 
 #[tokio::test(flavor = "multi_thread")]
 async fn using_an_exempt_key_does_not_cancel_its_approved_deletion() {
     let world = World::new().await;
+    // The exempt alias was given by ops-admin, whom kms.allowed_principals lists: an exemption
+    // matches only aliases and tags an allowed principal gave the key.
     let (arn, ciphertext) = world.doomed_key("alias/retired-reports").await;
     let port = free_port();
     let until = (Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d");
     let config = world.config(
         &format!(
-            "[kms]\nprotected_keys = [\"alias/prod-*\"]\n[[kms.exemptions]]\nkey = \"alias/retired-*\"\nexpires = \"{until}\"\nreason = \"crypto-shredding, CHG-7\"\n"
+            "[kms]\nprotected_keys = [\"alias/prod-*\"]\nallowed_principals = [\"arn:aws:iam::123456789012:user/ops-admin\"]\n[[kms.exemptions]]\nkey = \"alias/retired-*\"\nexpires = \"{until}\"\nreason = \"crypto-shredding, CHG-7\"\n"
         ),
         port,
     );

@@ -9,6 +9,8 @@
 //! repeated. Transient errors are retried by the AWS layer; `EnableKey` right after the cancel
 //! may still see the old state (KMS is eventually consistent) and is retried a few times more.
 
+mod resume;
+
 use std::time::Duration;
 
 use super::{ActionKind, KeyApi, KeyDescription, KeyState, Outcome, Remediation, Remediator};
@@ -287,6 +289,10 @@ impl<K: KeyApi> KmsRemediator<K> {
 }
 
 impl<K: KeyApi> Remediator for KmsRemediator<K> {
+    async fn resume(&self, action: Action, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
+        self.resume_from(action, key_arn, account).await
+    }
+
     async fn remediate(&self, action: Action, key_arn: Option<&str>, account: Option<&str>) -> Remediation {
         match action {
             Action::CancelKeyDeletion => self.rescue(key_arn, account).await,

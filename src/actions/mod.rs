@@ -95,6 +95,17 @@ pub trait Remediator: Send + Sync + 'static {
         account: Option<&str>,
     ) -> impl Future<Output = Remediation> + Send;
 
+    /// As [`Remediator::remediate`], for a remediation a previous run began and did not finish
+    /// (a restart cut it): it continues from where the key is.
+    fn resume(
+        &self,
+        action: Action,
+        key_arn: Option<&str>,
+        account: Option<&str>,
+    ) -> impl Future<Output = Remediation> + Send {
+        self.remediate(action, key_arn, account)
+    }
+
     /// The key's aliases and tags, for the protection policy.
     fn key_facts(
         &self,

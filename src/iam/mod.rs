@@ -11,13 +11,17 @@
 //! (an active key is deactivated first, never deleted), so a mistaken deactivation can be undone.
 //! How long a key has been inactive needs positive evidence ([`KeyInfo::inactive_since`]):
 //! trailguard's own record of deactivating it, or a successful `UpdateAccessKey` to `Inactive`
-//! visible in event history. Without it the key is reported "inactive since unknown" and kept.
+//! visible in event history, whichever is later, and no later reactivation known. Without it
+//! the key is reported "inactive since unknown" and kept. A deletion is decided, then re-checked
+//! once `cloudtrail.max_delivery_delay` has passed ([`confirm`]): the key is deleted only if the
+//! evidence still holds.
 //! trailguard's own access key (the one it signs with) is never changed.
 //! If a sweep would change more keys than `iam.max_actions_per_sweep`, it changes none and says
 //! why: a mass-expiry is more likely a clock, config or data problem than 11 stale keys.
 
 pub mod api;
 pub mod config;
+pub mod confirm;
 pub mod report;
 pub mod sweep;
 
@@ -173,6 +177,9 @@ pub enum Planned {
     BlastRadius,
     /// Inactive key not yet inactive long enough to delete (or since unknown).
     WaitBeforeDelete,
+    /// Due for deletion: the decision is recorded and re-checked once
+    /// `cloudtrail.max_delivery_delay` has passed ([`confirm`]).
+    ConfirmDelete,
 }
 
 fn days(d: chrono::Duration) -> i64 {

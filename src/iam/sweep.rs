@@ -17,6 +17,10 @@
 //! set `Inactive`, that time; if it set `Active`, the deactivation since is not visible yet, so
 //! no evidence. With no event at all, trailguard's own record of deactivating the key. Either is
 //! void if the key was used after it. Nothing is assumed from the key's age.
+//!
+//! A key due for deletion is deleted only at a sweep once `cloudtrail.max_delivery_delay` has
+//! passed since the decision, on the same evidence ([`super::confirm`]): a change CloudTrail had
+//! not delivered when the deletion was decided has been delivered by then.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -24,7 +28,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+mod act;
+
 use super::api::IamApi;
+use super::confirm::{self, Pending};
 use super::{KeyFinding, KeyInfo, LastUse, Planned, Policy};
 use crate::aws::Place;
 use crate::event::Record;
@@ -44,6 +51,9 @@ pub struct Sweeper<I, L> {
     pub report_min_users: usize,
     /// The access key trailguard signs with: never changed.
     pub own_key: Option<String>,
+    /// How long a deletion decision waits before it is re-checked and acted on
+    /// (`cloudtrail.max_delivery_delay`).
+    pub delete_wait: Duration,
 }
 
 /// What one sweep saw and did.
@@ -58,6 +68,10 @@ pub struct SweepReport {
     pub skipped: Vec<(String, String)>,
     /// Keys seen active: any record of trailguard deactivating them is void.
     pub active: Vec<String>,
+    /// Deletions decided and waiting to be re-checked, by access key id (to record).
+    pub pending: Vec<(String, Pending)>,
+    /// Keys read whose recorded deletion decision, if any, no longer stands.
+    pub settled: Vec<String>,
 }
 
 /// One finding and what was done about it.
@@ -66,6 +80,10 @@ pub struct SweepResult {
     pub finding: KeyFinding,
     pub outcome: Outcome,
     pub detail: String,
+    /// The change has just been made and is not verified yet: the final result follows.
+    pub made: bool,
+    /// The message queued when the change was made stands for this result.
+    pub notified: bool,
 }
 
 impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
@@ -85,14 +103,20 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             dry_run,
             report_min_users,
             own_key: None,
+            delete_wait: Duration::from_secs(15 * 60),
         }
     }
 
-    /// Runs one sweep at `now`. `deactivated`: when trailguard deactivated keys, from its state.
+    /// Runs one sweep at `now`. `deactivated`: when trailguard deactivated keys, and
+    /// `pending`: the deletions it decided, from its state. `acted` sees each result as soon
+    /// as it is known, and a change as soon as it is made ([`SweepResult::made`], before it is
+    /// verified); it returns whether it queued the result's message.
     pub async fn sweep(
         &self,
         now: DateTime<Utc>,
         deactivated: &HashMap<String, DateTime<Utc>>,
+        pending: &HashMap<String, Pending>,
+        mut acted: impl FnMut(&SweepResult) -> bool,
     ) -> Result<SweepReport, String> {
         let calls_before = self.iam.calls();
         let mut report = SweepReport::default();
@@ -151,13 +175,38 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                 }
             }
         }
-        for finding in super::plan(&keys, now, &self.policy) {
-            let (outcome, detail) = self.act(&finding).await;
-            report.results.push(SweepResult {
-                finding,
-                outcome,
-                detail,
-            });
+        let mut findings = super::plan(&keys, now, &self.policy);
+        report.pending = confirm::gate(&mut findings, pending, now, self.delete_wait);
+        let waiting: HashMap<String, DateTime<Utc>> = report
+            .pending
+            .iter()
+            .map(|(k, p)| (k.clone(), p.due(self.delete_wait)))
+            .collect();
+        report.settled = keys
+            .iter()
+            .map(|k| k.access_key_id.clone())
+            .filter(|k| !waiting.contains_key(k))
+            .collect();
+        for finding in findings {
+            let result = if self.changes(&finding) {
+                self.change(finding, &mut acted).await
+            } else {
+                let (outcome, detail) = match waiting.get(&finding.key.access_key_id) {
+                    Some(due) if finding.planned == Planned::ConfirmDelete => {
+                        (Outcome::NotNeeded, act::confirm_detail(&finding, *due))
+                    }
+                    _ => self.act(&finding),
+                };
+                SweepResult {
+                    finding,
+                    outcome,
+                    detail,
+                    made: false,
+                    notified: false,
+                }
+            };
+            acted(&result);
+            report.results.push(result);
         }
         report.calls = self.iam.calls() - calls_before;
         Ok(report)
@@ -296,6 +345,17 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             })
         })
         .await;
+        // trailguard's own deactivation is evidence too when it is the latest known change.
+        let own_later = own.filter(|o| matches!(&latest, Ok(Some((_, Some(t), _))) if o > t));
+        if let Some(o) = own_later {
+            return (
+                Some(o),
+                format!(
+                    "trailguard deactivated it on {}, after its latest UpdateAccessKey in event history",
+                    o.to_rfc3339()
+                ),
+            );
+        }
         match latest {
             Ok(Some((true, Some(t), who))) => (
                 Some(t),
@@ -325,99 +385,15 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             Err(e) => (None, format!("its history could not be read: {}", e.short())),
         }
     }
-
-    async fn act(&self, f: &KeyFinding) -> (Outcome, String) {
-        let (user, key) = (f.key.user_name.as_str(), f.key.access_key_id.as_str());
-        match f.planned {
-            Planned::Notify => (
-                Outcome::NotNeeded,
-                "notified only (iam.action = \"notify\")".into(),
-            ),
-            Planned::Exempt => (
-                Outcome::NotNeeded,
-                format!("exempt by {}", f.exemption.as_deref().unwrap_or("an exemption")),
-            ),
-            Planned::BlastRadius => (
-                Outcome::NotActionable,
-                format!(
-                    "not changed: this sweep would change more keys than iam.max_actions_per_sweep ({}); review and raise the limit, or act by hand",
-                    self.policy.max_actions_per_sweep
-                ),
-            ),
-            Planned::WaitBeforeDelete => (
-                Outcome::NotNeeded,
-                match f.key.inactive_since {
-                    Some(t) => format!(
-                        "inactive since {} ({}); deleted once inactive for iam.delete_after_inactive",
-                        t.format("%Y-%m-%d"),
-                        f.key.inactive_evidence.as_deref().unwrap_or("-")
-                    ),
-                    None => format!(
-                        "inactive since unknown ({}); kept until there is evidence",
-                        f.key.inactive_evidence.as_deref().unwrap_or("no evidence")
-                    ),
-                },
-            ),
-            _ if self.dry_run => (
-                Outcome::DryRun,
-                format!("dry run: would {}", planned_action(f.planned).as_str()),
-            ),
-            Planned::Deactivate => {
-                if let Err(e) = self.iam.deactivate(user, key).await {
-                    return (Outcome::Failed, format!("UpdateAccessKey failed: {}", e.short()));
-                }
-                match self.status(user, key).await {
-                    Some(false) => (
-                        Outcome::Applied,
-                        "deactivated (UpdateAccessKey to Inactive, verified); reactivate it with aws iam update-access-key --status Active if this was a mistake".into(),
-                    ),
-                    other => (
-                        Outcome::Failed,
-                        format!("UpdateAccessKey succeeded but the key is {}", describe_status(other)),
-                    ),
-                }
-            }
-            Planned::Delete => {
-                if let Err(e) = self.iam.delete(user, key).await {
-                    return (Outcome::Failed, format!("DeleteAccessKey failed: {}", e.short()));
-                }
-                match self.status(user, key).await {
-                    None => (
-                        Outcome::Applied,
-                        "deleted (it had been inactive long enough; verified gone)".into(),
-                    ),
-                    other => (
-                        Outcome::Failed,
-                        format!(
-                            "DeleteAccessKey succeeded but the key is still listed ({})",
-                            describe_status(other)
-                        ),
-                    ),
-                }
-            }
-        }
-    }
-
-    /// Whether the key is listed and active (`None`: not listed, or the list failed).
-    async fn status(&self, user: &str, key: &str) -> Option<bool> {
-        let keys = self.iam.list_access_keys(user).await.ok()?;
-        keys.into_iter().find(|k| k.id == key).map(|k| k.active)
-    }
-}
-
-fn describe_status(s: Option<bool>) -> &'static str {
-    match s {
-        Some(true) => "Active",
-        Some(false) => "Inactive",
-        None => "not listed",
-    }
 }
 
 /// The action a plan stands for (also the metric label).
 pub fn planned_action(p: Planned) -> crate::job::ActionKind {
     use crate::job::ActionKind;
     match p {
-        Planned::Notify | Planned::Exempt | Planned::WaitBeforeDelete => ActionKind::Notify,
+        Planned::Notify | Planned::Exempt | Planned::WaitBeforeDelete | Planned::ConfirmDelete => {
+            ActionKind::Notify
+        }
         Planned::Deactivate | Planned::BlastRadius => ActionKind::Deactivate,
         Planned::Delete => ActionKind::Delete,
     }

@@ -26,6 +26,7 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
         (_, Outcome::Failed) => format!("{action} FAILED"),
         (Planned::Exempt, _) => "exempt".into(),
         (Planned::BlastRadius, _) => "NOT changed (blast radius)".into(),
+        (Planned::ConfirmDelete, _) => "due for deletion, re-checked first".into(),
         _ => "stale".into(),
     };
     let reason = if f.rule_ids.contains(&UNUSED) {

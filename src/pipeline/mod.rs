@@ -425,6 +425,7 @@ impl OwnedLeader {
                 cfg.dry_run,
                 iam.credential_report_min_users,
             );
+            sweeper.delete_wait = cfg.cloudtrail.schedule.max_delivery_delay;
             if own {
                 sweeper.own_key = self.identity.access_key_id.clone();
             }

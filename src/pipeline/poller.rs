@@ -114,6 +114,21 @@ pub fn evaluate(
     b
 }
 
+/// An `UpdateAlias` record names the key the alias was moved to: its `kms_protection_removed`
+/// finding is about the key it was taken from, when trailguard knows which (see
+/// [`crate::protection::moved_from`]).
+pub(super) fn name_the_key_that_lost_it(jobs: &mut [Job], changes: &[crate::protection::Change]) {
+    for job in jobs {
+        let f = &mut job.finding;
+        if f.rule_id == crate::rules::PROTECTION_REMOVED
+            && f.event_name == "UpdateAlias"
+            && let Some(key) = crate::protection::removed_from(&f.event_id, changes)
+        {
+            f.key_arn = Some(key.to_owned());
+        }
+    }
+}
+
 impl<L: LookupApi> Poller<L> {
     /// Runs until `shutdown`; a read in progress stops at the next page boundary.
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -191,20 +206,27 @@ impl<L: LookupApi> Poller<L> {
 
     /// Records a slice atomically, then hands its jobs to the worker. False if the store failed.
     fn record(&mut self, slice: &Slice, records: &[String], next: Cursor, now: DateTime<Utc>) -> bool {
-        let batch = evaluate(&self.name, &self.rules, &self.seen, records, now, true);
+        let mut batch = evaluate(&self.name, &self.rules, &self.seen, records, now, true);
         let pruned = self.seen.older_than(next.seen_horizon(now, &self.schedule));
-        if let Err(e) = self.store.record_slice(
-            &self.name,
-            Some(&next),
-            &batch.new_ids,
-            &pruned,
-            &batch.jobs,
-            &batch.changes,
-        ) {
-            error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
-            telemetry::poll(&self.name, PollOutcome::Failed);
-            return false;
-        }
+        let recorded = self.store.with_moves(&batch.changes).and_then(|changes| {
+            name_the_key_that_lost_it(&mut batch.jobs, &changes);
+            self.store.record_slice(
+                &self.name,
+                Some(&next),
+                &batch.new_ids,
+                &pruned,
+                &batch.jobs,
+                &changes,
+            )
+        });
+        let rechecks = match recorded {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                error!(poller = %self.name, error = %e, "Cannot record events; the slice will be read again.");
+                telemetry::poll(&self.name, PollOutcome::Failed);
+                return false;
+            }
+        };
         for (id, t) in &batch.new_ids {
             self.seen.insert(id, *t);
         }
@@ -222,8 +244,17 @@ impl<L: LookupApi> Poller<L> {
             self.clock.host_now().timestamp() as f64,
         );
         debug!(poller = %self.name, read = records.len(), new = batch.new_ids.len(), kind = ?slice.kind, start = %slice.start, end = %slice.end, lag_s = lag.as_secs(), "Slice read.");
+        // Findings a late alias or tag change may turn into rescues go first.
+        for job in rechecks {
+            info!(poller = %self.name, key_arn = job.finding.key_arn.as_deref().unwrap_or("-"), event_id = %job.finding.event_id, "A change of the key's aliases or tags was read: its finding is decided again.");
+            let _ = self.jobs.send(job);
+        }
         for job in batch.jobs {
             let _ = self.jobs.send(job);
+        }
+        let horizon = now - chrono::Duration::from_std(self.schedule.lookback_span()).unwrap_or_default();
+        if let Err(e) = self.store.prune_kept(horizon) {
+            warn!(poller = %self.name, error = %e, "Cannot prune the findings kept for a second decision.");
         }
         true
     }

@@ -1,15 +1,21 @@
-//! The IAM sweep loop: a sweep at start, then every `iam.sweep_interval`; each finding's
-//! message goes to the outbox, with the deactivations it reports, in one transaction.
+//! The IAM sweep loop: a sweep at start, then every `iam.sweep_interval` (sooner when a
+//! deletion decision is due for its re-check). A change of a key (a deactivation, a deletion)
+//! has its message put in the outbox, with the deactivation it reports, as soon as the call
+//! has succeeded, before it is verified, in one transaction: a sweep cut short by a crash has
+//! said what it did. A failed call or verification is queued at once too; the other findings'
+//! messages when the sweep ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::iam::sweep::{Sweeper, planned_action};
+use crate::iam::sweep::{SweepResult, Sweeper, planned_action};
 use crate::iam::{IamApi, Planned};
 use crate::job::Outcome;
 use crate::notify;
@@ -26,6 +32,13 @@ pub struct SweepLoop<I, L> {
     pub outbox: Arc<Notify>,
 }
 
+/// What a sweep has still to queue when it ends.
+#[derive(Default)]
+struct Queued {
+    entries: Vec<Entry>,
+    deactivated: Vec<(String, DateTime<Utc>)>,
+}
+
 impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
@@ -35,7 +48,20 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 error!(error = %e, "Cannot read trailguard's record of deactivated keys; no key is deleted on its evidence this sweep.");
                 Default::default()
             });
-            match self.sweeper.sweep(now, &deactivated).await {
+            let pending = self.store.pending_deletes().unwrap_or_else(|e| {
+                error!(error = %e, "Cannot read the deletions decided before; they are decided again.");
+                HashMap::new()
+            });
+            let sweep_id = now.to_rfc3339();
+            let mut queued = Queued::default();
+            let swept = self
+                .sweeper
+                .sweep(now, &deactivated, &pending, |r| {
+                    self.found(r, now, &sweep_id, &mut queued)
+                })
+                .await;
+            let mut next = started + self.interval;
+            match swept {
                 Ok(report) => {
                     info!(
                         users = report.users,
@@ -45,30 +71,8 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                         credential_report = report.used_credential_report,
                         "IAM sweep completed."
                     );
-                    let sweep_id = now.to_rfc3339();
-                    let mut entries = Vec::new();
-                    let mut new_deactivations = Vec::new();
-                    for r in &report.results {
-                        let f = &r.finding;
-                        telemetry::remediation(planned_action(f.planned), r.outcome);
-                        for rule in &f.rule_ids {
-                            telemetry::finding(rule);
-                        }
-                        info!(
-                            user = %f.key.user_name, access_key_id = %f.key.access_key_id, rules = ?f.rule_ids,
-                            age_days = f.age_days, unused_days = f.unused_days, planned = ?f.planned,
-                            outcome = r.outcome.as_str(), exemption = f.exemption.as_deref().unwrap_or("-"), detail = %r.detail,
-                            "IAM key finding."
-                        );
-                        if f.planned == Planned::Deactivate && r.outcome == Outcome::Applied {
-                            new_deactivations.push((f.key.access_key_id.clone(), now));
-                        }
-                        let msg =
-                            notify::iam::render(f, r.outcome, &r.detail, self.sweeper.dry_run, &sweep_id);
-                        entries.push(Entry::new(msg, now));
-                    }
                     if !report.skipped.is_empty() {
-                        entries.push(Entry::new(
+                        queued.entries.push(Entry::new(
                             notify::iam::skipped(&report.skipped, &sweep_id, self.clock.host_now()),
                             now,
                         ));
@@ -82,9 +86,20 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                     if let Err(e) = self.store.forget_deactivations(&seen_active) {
                         error!(error = %e, "Cannot update the record of deactivated keys.");
                     }
-                    match self.store.enqueue(&entries, &new_deactivations) {
-                        Ok(()) => self.outbox.notify_one(),
-                        Err(e) => error!(error = %e, "Cannot queue the sweep's notifications."),
+                    if let Err(e) = self
+                        .store
+                        .update_pending_deletes(&report.pending, &report.settled)
+                    {
+                        error!(error = %e, "Cannot record the deletions decided; they are decided again at the next sweep.");
+                    }
+                    // A deletion decision is re-checked at its due time, not a whole interval on.
+                    let wait = self.sweeper.delete_wait;
+                    if let Some(due) = report.pending.iter().map(|(_, p)| p.due(wait)).min() {
+                        let after = (due - now)
+                            .to_std()
+                            .unwrap_or_default()
+                            .max(Duration::from_secs(1));
+                        next = next.min(started + after);
                     }
                     telemetry::iam_sweep(
                         SweepOutcome::Ok,
@@ -97,10 +112,64 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                     warn!(error = %e, "IAM sweep failed; it runs again at the next interval.");
                 }
             }
+            if !queued.entries.is_empty() || !queued.deactivated.is_empty() {
+                match self.store.enqueue(&queued.entries, &queued.deactivated) {
+                    Ok(()) => self.outbox.notify_one(),
+                    Err(e) => error!(error = %e, "Cannot queue the sweep's notifications."),
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(started + self.interval) => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
         }
+    }
+
+    /// One finding, as soon as it is known: logged and counted; its message queued now if the
+    /// key was changed (or a change was tried), else at the end of the sweep. Returns whether
+    /// the message is in the outbox.
+    fn found(&self, r: &SweepResult, now: DateTime<Utc>, sweep_id: &str, queued: &mut Queued) -> bool {
+        let f = &r.finding;
+        if !r.made {
+            telemetry::remediation(planned_action(f.planned), r.outcome);
+            for rule in &f.rule_ids {
+                telemetry::finding(rule);
+            }
+        }
+        info!(
+            user = %f.key.user_name, access_key_id = %f.key.access_key_id, rules = ?f.rule_ids,
+            age_days = f.age_days, unused_days = f.unused_days, planned = ?f.planned,
+            outcome = r.outcome.as_str(), exemption = f.exemption.as_deref().unwrap_or("-"), detail = %r.detail,
+            "IAM key finding."
+        );
+        if r.notified {
+            return true; // queued when the change was made
+        }
+        let deactivated: Vec<(String, DateTime<Utc>)> = (f.planned == Planned::Deactivate
+            && r.outcome == Outcome::Applied)
+            .then(|| (f.key.access_key_id.clone(), now))
+            .into_iter()
+            .collect();
+        let msg = notify::iam::render(f, r.outcome, &r.detail, self.sweeper.dry_run, sweep_id);
+        let entry = Entry::new(msg, now);
+        let changed = matches!(f.planned, Planned::Deactivate | Planned::Delete)
+            && matches!(r.outcome, Outcome::Applied | Outcome::Failed);
+        if changed {
+            match self.store.enqueue(std::slice::from_ref(&entry), &deactivated) {
+                Ok(()) => {
+                    self.outbox.notify_one();
+                    return true;
+                }
+                Err(e) => {
+                    error!(error = %e, "Cannot queue a finding's notification; retried when the sweep ends.")
+                }
+            }
+        }
+        if r.made {
+            return false; // the verified result is queued instead
+        }
+        queued.entries.push(entry);
+        queued.deactivated.extend(deactivated);
+        false
     }
 }

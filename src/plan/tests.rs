@@ -182,3 +182,26 @@ fn tags_ids_and_unprotected_keys() {
     assert!(Protected::parse("prod-db").is_err(), "neither an id nor an alias");
     assert!(Protected::parse("mrk-1234abcd12ab34cd56ef1234567890ab").is_ok());
 }
+
+#[test]
+fn exemptions_are_matched_on_the_vouched_facts_protection_on_all_of_them() {
+    let f = finding(
+        rules::KEY_DELETION_SCHEDULED,
+        "arn:aws:sts::111122223333:assumed-role/dev/mallory",
+    );
+    let all = KeyFacts {
+        aliases: vec!["alias/prod-db".into(), "alias/prod-legacy".into()],
+        tags: vec![],
+    };
+    // A stranger added alias/prod-legacy (exempt): it is not vouched for.
+    let d = decide_vouched(&policy(), &f, &all, &facts("alias/prod-db"), now()).unwrap();
+    assert_eq!(d.actions, [Action::CancelKeyDeletion, Action::Notify]);
+    let d = decide_vouched(&policy(), &f, &all, &all, now()).unwrap();
+    assert_eq!(d.actions, [Action::Notify], "{}", d.reason);
+    let mut used = f.clone();
+    used.rule_id = rules::PENDING_DELETION_USE.into();
+    assert!(
+        decide_vouched(&policy(), &used, &all, &facts("alias/prod-db"), now()).is_none(),
+        "the use of a key not exempt on vouched facts is rescued (the rule's own actions)"
+    );
+}

@@ -30,8 +30,10 @@
 //! that does not decode is moved to a quarantine table, reported, and the rest goes on.
 
 pub mod config;
+mod iam;
 mod pending;
 mod protection;
+mod recheck;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,9 @@ pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("ou
 pub(crate) const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 /// Access keys trailguard deactivated: key id → unix time.
 pub(crate) const DEACTIVATED: TableDefinition<&str, i64> = TableDefinition::new("iam_deactivated");
+/// IAM deletions decided and waiting to be re-checked: key id → [`crate::iam::confirm::Pending`].
+pub(crate) const IAM_PENDING_DELETE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("iam_pending_delete");
 /// Alias and tag changes from event history: `key ARN \0 time (ms, 20 digits) \0 event id \0 n`.
 pub(crate) const PROTECTION_CHANGES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("protection_changes");
@@ -59,6 +64,9 @@ pub(crate) const PROTECTION_SNAPSHOTS: TableDefinition<&str, &[u8]> =
 /// ([`crate::usage::reminders::PendingKey`]). A table added without a schema bump: a build
 /// that does not know it leaves it alone, and one that does creates it empty.
 pub(crate) const PENDING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("kms_pending_keys");
+/// Findings decided without action, kept to be decided again if a late change of their key's
+/// aliases or tags is read: `key ARN \0 job id` → [`crate::job::Kept`].
+pub(crate) const RECHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("recheck");
 /// Rows that did not decode: `table \0 key` → the bytes as found.
 pub(crate) const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
 
@@ -169,6 +177,8 @@ impl Store {
                 PROTECTION_CHANGES,
                 PROTECTION_SNAPSHOTS,
                 PENDING_KEYS,
+                RECHECK,
+                IAM_PENDING_DELETE,
             ] {
                 db!(tx.open_table(t))?;
             }

@@ -136,9 +136,10 @@ impl Store {
     }
 
     /// Step 1 of the protocol, for one slice: new ids seen, jobs stored, cursor advanced and old
-    /// ids pruned, atomically.
-    /// Records a read (a poller's slice, or a queue receive with no `cursor`) in one
-    /// transaction: the new event ids, the pruned ones, the jobs and protection changes.
+    /// ids pruned, atomically. Records a read (a poller's slice, or a queue receive with no
+    /// `cursor`) in one transaction: the new event ids, the pruned ones, the jobs and protection
+    /// changes; with them, a job for every kept finding of a key whose aliases or tags the read
+    /// changed, to decide it again ([`crate::job::Kept`]). Returns those jobs.
     pub fn record_slice(
         &self,
         poller: &str,
@@ -147,9 +148,14 @@ impl Store {
         pruned: &[String],
         jobs: &[Job],
         changes: &[crate::protection::Change],
-    ) -> Result<(), StateError> {
+    ) -> Result<Vec<Job>, StateError> {
+        let mut rechecks = Vec::new();
         self.write(|tx| {
             super::protection::put_changes(tx, changes)?;
+            rechecks = super::recheck::rechecks(tx, changes)?;
+            for job in &rechecks {
+                put(tx, JOBS, &job.id, job)?;
+            }
             {
                 let mut s = db!(tx.open_table(SEEN))?;
                 for (id, t) in new_ids {
@@ -163,11 +169,12 @@ impl Store {
             for job in jobs {
                 put(tx, JOBS, &job.id, job)?;
             }
-            match cursor {
-                Some(c) => put(tx, CURSORS, poller, c),
-                None => Ok(()),
+            if let Some(c) = cursor {
+                put(tx, CURSORS, poller, c)?;
             }
-        })
+            Ok(())
+        })?;
+        Ok(rechecks)
     }
 
     pub fn put_job(&self, job: &Job) -> Result<(), StateError> {

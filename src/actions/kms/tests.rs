@@ -169,3 +169,27 @@ async fn one_key_whose_tags_cannot_be_read_does_not_stop_the_refresh_of_the_othe
         [("trailguard:protect".to_owned(), "true".to_owned())]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rescue_resumed_after_its_cancel_re_enables_the_key_only_with_enable_after_cancel() {
+    let acct = Some("111122223333");
+    let cut = KmsRemediator::new(FakeKms::with(KeyState::Disabled), false, true);
+    let r = cut.resume(Action::CancelKeyDeletion, Some(ARN), acct).await;
+    assert_eq!(
+        (r.action, r.outcome),
+        (ActionKind::CancelKeyDeletion, Outcome::Applied),
+        "{r:?}"
+    );
+    assert_eq!(r.state_after.as_deref(), Some("Enabled"));
+    assert!(r.detail.contains("a restart cut the rescue"), "{}", r.detail);
+    // Still pending (cut before the cancel): the whole rescue.
+    let early = KmsRemediator::new(FakeKms::with(KeyState::PendingDeletion), false, true);
+    let r = early.resume(Action::CancelKeyDeletion, Some(ARN), acct).await;
+    assert_eq!(r.state_after.as_deref(), Some("Enabled"), "{r:?}");
+    assert_eq!(*early.api.calls.lock().unwrap().first().unwrap(), "DescribeKey");
+    // Without kms.enable_after_cancel a Disabled key is left as it is.
+    let left = KmsRemediator::new(FakeKms::with(KeyState::Disabled), false, false);
+    let r = left.resume(Action::CancelKeyDeletion, Some(ARN), acct).await;
+    assert_eq!(r.outcome, Outcome::NotNeeded, "{r:?}");
+    assert!(!left.api.calls.lock().unwrap().contains(&"EnableKey"));
+}

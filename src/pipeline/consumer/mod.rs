@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::acks::{Acks, Tracker};
-use super::poller::{Batch, evaluate, merge, read_log_file};
+use super::poller::{Batch, evaluate, merge, name_the_key_that_lost_it, read_log_file};
 use crate::accounts::Scope;
 use crate::aws::ErrorType;
 use crate::clock::Clock;
@@ -342,12 +342,21 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
         }
         let now = sh.clock.now();
         let pruned = seen.older_than(now - DEDUPE_WINDOW);
+        // Findings a late alias or tag change calls to decide again ([`crate::job::Kept`]).
+        let mut rechecks = Vec::new();
         let stored = all.new_ids.is_empty() && pruned.is_empty()
-            || match sh
-                .store
-                .record_slice(SEEN, None, &all.new_ids, &pruned, &all.jobs, &all.changes)
-            {
-                Ok(()) => true,
+            || match sh.store.with_moves(&all.changes).and_then(|changes| {
+                name_the_key_that_lost_it(&mut all.jobs, &changes);
+                for o in &mut per_message {
+                    name_the_key_that_lost_it(&mut o.jobs, &changes);
+                }
+                sh.store
+                    .record_slice(SEEN, None, &all.new_ids, &pruned, &all.jobs, &changes)
+            }) {
+                Ok(jobs) => {
+                    rechecks = jobs;
+                    true
+                }
                 Err(e) => {
                     error!(source = %name, error = %e, "Cannot record events; the messages are received again.");
                     false
@@ -360,6 +369,9 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
             seen.forget(&pruned);
         }
         drop(seen);
+        for job in rechecks {
+            let _ = sh.jobs.send(job);
+        }
         telemetry::queue_events(name, all.read, all.duplicates, all.malformed);
         let mut out = Vec::with_capacity(messages.len());
         for (m, o) in messages.iter().zip(per_message) {

@@ -216,12 +216,10 @@ impl<R: Remediator> Worker<R> {
             return; // the protection policy reverts (or reverted) it already
         }
         let at = event_time(job, self.clock.now());
-        let (facts, facts_note) = match self.facts_at(&arn, at).await {
-            Ok(facts) => (facts, None),
-            Err(why) => (Default::default(), Some(why)),
-        };
+        // Exemptions match only what no caller outside kms.allowed_principals changed.
+        let facts = self.vouched_at(&arn, at);
         let who = (f.principal_arn.as_deref(), f.session_issuer_arn.as_deref());
-        let Some(mut d) = usage::decide(
+        let Some(d) = usage::decide(
             &self.policy,
             &self.keys.usage,
             &f.rule_id,
@@ -233,10 +231,6 @@ impl<R: Remediator> Worker<R> {
         ) else {
             return;
         };
-        if let Some(note) = facts_note {
-            d.reason
-                .push_str(&format!(" (exemptions by alias not judged: {note})"));
-        }
         info!(rule_id = %f.rule_id, key_arn = %arn, actions = ?d.actions, policy = %d.reason, "Usage policy decided.");
         if d.actions.iter().any(|a| a.remediates()) {
             job.finding.actions = d.actions;

@@ -5,6 +5,7 @@
 
 mod keys;
 mod policy;
+mod recheck;
 #[cfg(test)]
 mod tests;
 
@@ -130,14 +131,25 @@ impl<R: Remediator> Worker<R> {
             return;
         }
         if let Some(action) = job.pending_action() {
-            job.remediation_started = Some(self.clock.now());
+            // Recorded before the first change: a run a restart cuts is resumed from the key's
+            // state (a rescue cancelled but not re-enabled yet), not started afresh.
+            let resumed = job.remediation_started.is_some();
+            if !resumed {
+                job.remediation_started = Some(self.clock.now());
+                if let Err(e) = self.store.put_job(&job) {
+                    error!(error = %e, "Cannot record that the remediation began.");
+                }
+            }
             let r = match self.audit(&job) {
                 Some(refused) => refused,
                 None => {
-                    let f = &job.finding;
-                    self.remediator
-                        .remediate(action, f.key_arn.as_deref(), f.account.as_deref())
-                        .await
+                    let (f, r) = (&job.finding, &self.remediator);
+                    let (key, account) = (f.key_arn.as_deref(), f.account.as_deref());
+                    if resumed {
+                        r.resume(action, key, account).await
+                    } else {
+                        r.remediate(action, key, account).await
+                    }
                 }
             };
             telemetry::remediation(r.action, r.outcome);

@@ -131,6 +131,7 @@ impl<R: Remediator> Worker<R> {
         if f.rule_id == rules::PROTECTION_REMOVED {
             return self.protection_removed(job, &arn, at).await;
         }
+        let before = job.clone();
         let facts = match self.facts_at(&arn, at).await {
             Ok(f) => f,
             // Named by its id or ARN in kms.protected_keys: protected whatever its aliases/tags.
@@ -141,14 +142,18 @@ impl<R: Remediator> Worker<R> {
             Err(why) => {
                 warn!(key_arn = %arn, error = %why, "The key's protection is unknown.");
                 job.policy = Some(why);
-                return true;
+                return self.settle_recheck(&before, job);
             }
         };
-        if let Some(d) = plan::decide(&self.policy, &job.finding, &facts, at) {
+        let vouched = self.vouched_at(&arn, at);
+        if let Some(d) = plan::decide_vouched(&self.policy, &job.finding, &facts, &vouched, at) {
             info!(rule_id = %job.finding.rule_id, key_arn = %arn, actions = ?d.actions, policy = %d.reason, "Protection policy decided.");
             job.remediated = !d.actions.iter().any(|a| a.remediates());
             job.finding.actions = d.actions;
             job.policy = Some(d.reason);
+        }
+        if !self.settle_recheck(&before, job) {
+            return false;
         }
         if let Err(e) = self.store.put_job(job) {
             error!(error = %e, "Cannot record the policy decision.");
@@ -161,6 +166,9 @@ impl<R: Remediator> Worker<R> {
         let Ok(mut facts) = self.facts_at(arn, at).await else {
             return true; // unknown: say so rather than stay silent
         };
+        if job.finding.event_name == "TagResource" {
+            return self.tag_overwritten(job, arn, at, &facts);
+        }
         // Just before the change, the key had what it removed.
         if let Some(alias) = &job.finding.key_alias
             && !facts.aliases.contains(alias)
@@ -173,6 +181,50 @@ impl<R: Remediator> Worker<R> {
         let Some(line) = plan::protected_by(&self.policy, arn, &facts) else {
             return false;
         };
+        self.removal_decided(job, &line);
+        true
+    }
+
+    /// A `TagResource` removes protection only by replacing a protective tag's value with one
+    /// that does not protect (`trailguard:protect=true` set to `false`): the values the key had
+    /// before the event, and those a stranger's overwrite leaves standing (`facts`), are read
+    /// against the values the event set.
+    fn tag_overwritten(&self, job: &mut Job, arn: &str, at: DateTime<Utc>, facts: &KeyFacts) -> bool {
+        let Ok(history) = self.store.history(arn) else {
+            return true; // unknown: say so rather than stay silent
+        };
+        let before = history
+            .facts_at(at - chrono::Duration::seconds(1))
+            .unwrap_or_default();
+        let protects = |k: &str, v: &str| {
+            let tag = KeyFacts {
+                aliases: vec![],
+                tags: vec![(k.to_owned(), v.to_owned())],
+            };
+            plan::protected_by(&self.policy, "", &tag)
+        };
+        let line = history
+            .changes
+            .iter()
+            .filter(|c| c.event_id == job.finding.event_id)
+            .filter_map(|c| match &c.edit {
+                protection::Edit::AddTag(k, new) if protects(k, new).is_none() => Some((k, new)),
+                _ => None,
+            })
+            .find_map(|(k, new)| {
+                (before.tags.iter().chain(&facts.tags))
+                    .filter(|(ok, ov)| ok == k && ov != new)
+                    .find_map(|(ok, ov)| protects(ok, ov))
+            });
+        let Some(line) = line else {
+            return false;
+        };
+        self.removal_decided(job, &line);
+        true
+    }
+
+    /// Records why a removal of protection (`line`) is reported, by who made it.
+    fn removal_decided(&self, job: &mut Job, line: &str) {
         let f = &job.finding;
         let who = plan::principal_allowed(
             &self.policy.allowed_principals,
@@ -187,12 +239,20 @@ impl<R: Remediator> Worker<R> {
                 "{line} protected the key; the caller is not in kms.allowed_principals, so trailguard keeps treating the key as protected"
             ),
         });
-        true
+    }
+
+    /// The facts an exemption may match at `at` ([`protection::History::vouched_at`]); none
+    /// when the key's history cannot be read.
+    pub(super) fn vouched_at(&self, arn: &str, at: DateTime<Utc>) -> KeyFacts {
+        let history = self.store.history(arn).ok();
+        history
+            .and_then(|h| h.vouched_at(at, &self.allowed()))
+            .unwrap_or_default()
     }
 
     /// The facts that decide protection at `at`: from the history, else read now (and kept),
     /// else an error saying why the key's protection is unknown.
-    pub(super) async fn facts_at(&mut self, arn: &str, at: DateTime<Utc>) -> Result<KeyFacts, String> {
+    async fn facts_at(&mut self, arn: &str, at: DateTime<Utc>) -> Result<KeyFacts, String> {
         let history = self.store.history(arn).map_err(|e| e.to_string())?;
         if let Some(f) = history.effective_at(at, &self.allowed()) {
             return Ok(f);
@@ -249,7 +309,8 @@ impl<R: Remediator> Worker<R> {
     }
 
     /// The independent check every action passes before it is taken: trailguard never acts on
-    /// its own calls, nor against an exemption covering the key at the event's time. A refusal
+    /// its own calls, nor against an exemption covering the key at the event's time (matched,
+    /// as the decision is, on the aliases no stranger gave the key). A refusal
     /// here means a decision went wrong: it is counted in
     /// `trailguard_actions_outside_policy_total`, which must stay 0. Returns the refusal, if any.
     pub(super) fn audit(&self, job: &Job) -> Option<Remediation> {
@@ -258,12 +319,7 @@ impl<R: Remediator> Worker<R> {
             Some("the event was trailguard's own call".to_owned())
         } else if let Some(arn) = f.key_arn.as_deref() {
             let at = event_time(f, self.clock.now());
-            let facts = self
-                .store
-                .history(arn)
-                .ok()
-                .and_then(|h| h.effective_at(at, &self.allowed()))
-                .unwrap_or_default();
+            let facts = self.vouched_at(arn, at);
             plan::exemption_for(&self.policy, arn, &facts, at)
                 .map(|(i, e)| format!("kms.exemptions[{i}] ({}) covers the key", e.key))
         } else {

@@ -321,6 +321,7 @@ fn seed(store: &Store, snap: i64, aliases: &[&str], changes: &[(i64, crate::prot
             edit: edit.clone(),
             principal: Some(format!("arn:aws:sts::111122223333:assumed-role/{who}/s")),
             session_issuer: None,
+            moved: false,
         })
         .collect();
     store.record_slice("seed", None, &[], &[], &[], &changes).unwrap();

@@ -118,3 +118,57 @@ async fn a_key_protected_by_its_arn_is_rescued_when_its_aliases_cannot_be_read()
     );
     b.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stranger_overwriting_a_protective_tags_value_is_reported_as_a_removal() {
+    let tag = |k: &str, v: &str| KeyFacts {
+        aliases: vec![],
+        tags: vec![(k.into(), v.into())],
+    };
+    let fake = FakeRemediator {
+        facts: Some(tag("trailguard:protect", "false")),
+        ..Default::default()
+    };
+    let mut policy = protected_policy();
+    policy.protected = vec![Protected::parse("tag:trailguard:protect=true").unwrap()];
+    let b = Bench::start(fake, policy);
+    let set = |k: &str, v: &str| crate::protection::Edit::AddTag(k.into(), v.into());
+    seed_facts(
+        &b.store,
+        -100,
+        tag("trailguard:protect", "true"),
+        &[
+            (-9, set("cost-center", "42"), "intruder"),
+            (-5, set("trailguard:protect", "false"), "intruder"),
+        ],
+    );
+    let tag_resource = |id: &str, at: i64, k: &str, v: &str| {
+        record(
+            id,
+            "TagResource",
+            t0() + chrono::Duration::seconds(at),
+            serde_json::json!({"requestParameters": {"keyId": "k-1", "tags": [{"tagKey": k, "tagValue": v}]}}),
+        )
+    };
+    // A tag that protects nothing changes nothing: not reported.
+    b.send(tag_resource("c-9", -9, "cost-center", "42"));
+    b.settle().await;
+    assert!(
+        b.store.outbox().unwrap().0.is_empty(),
+        "an unrelated tag is not a removal"
+    );
+    b.send(tag_resource("c-5", -5, "trailguard:protect", "false"));
+    b.settle().await;
+    let entries = b.store.outbox().unwrap().0;
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let j = &entries[0].message.json;
+    assert_eq!(j["rule_id"], "kms_protection_removed", "{j:#}");
+    assert!(
+        j["policy"]
+            .as_str()
+            .unwrap()
+            .contains("keeps treating the key as protected"),
+        "{j:#}"
+    );
+    b.stop().await;
+}

@@ -1,0 +1,161 @@
+//! What a sweep does about one finding: nothing but a message, or a change of the key
+//! (`UpdateAccessKey` to `Inactive`, `DeleteAccessKey`), reported as soon as it is made and
+//! then verified.
+
+use chrono::{DateTime, Utc};
+
+use super::{SweepResult, Sweeper, planned_action};
+use crate::iam::{IamApi, KeyFinding, Planned};
+use crate::job::Outcome;
+use crate::sources::LookupApi;
+
+impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
+    /// Whether the finding changes its key (not in a dry run).
+    pub(super) fn changes(&self, f: &KeyFinding) -> bool {
+        !self.dry_run && matches!(f.planned, Planned::Deactivate | Planned::Delete)
+    }
+
+    /// Makes the change a finding plans ([`Self::changes`]). Once the call has succeeded,
+    /// `made` is given the result (`made`: true) before the change is verified, so that a
+    /// sweep cut there has already said what it did; it returns whether that result's message
+    /// was queued. The verified result follows (`notified` when `made` queued a message that
+    /// still holds).
+    pub(super) async fn change(
+        &self,
+        finding: KeyFinding,
+        made: &mut impl FnMut(&SweepResult) -> bool,
+    ) -> SweepResult {
+        let (user, key) = (finding.key.user_name.clone(), finding.key.access_key_id.clone());
+        let deactivate = finding.planned == Planned::Deactivate;
+        let call = if deactivate {
+            self.iam.deactivate(&user, &key).await
+        } else {
+            self.iam.delete(&user, &key).await
+        };
+        let op = if deactivate {
+            "UpdateAccessKey"
+        } else {
+            "DeleteAccessKey"
+        };
+        let mut r = SweepResult {
+            finding,
+            outcome: Outcome::Failed,
+            detail: String::new(),
+            made: false,
+            notified: false,
+        };
+        if let Err(e) = call {
+            r.detail = format!("{op} failed: {}", e.short());
+            return r;
+        }
+        r.outcome = Outcome::Applied;
+        r.made = true;
+        r.detail = if deactivate {
+            "deactivated (UpdateAccessKey to Inactive); reactivate it with aws iam update-access-key --status Active if this was a mistake".into()
+        } else {
+            "deleted (DeleteAccessKey; it had been inactive long enough)".into()
+        };
+        let notified = made(&r);
+        r.made = false;
+        let status = self.status(&user, &key).await;
+        match (deactivate, status) {
+            (true, Some(false)) => {
+                r.notified = notified;
+                r.detail = "deactivated (UpdateAccessKey to Inactive, verified); reactivate it with aws iam update-access-key --status Active if this was a mistake".into();
+            }
+            (false, None) => {
+                r.notified = notified;
+                r.detail = "deleted (it had been inactive long enough; verified gone)".into();
+            }
+            (true, other) => {
+                r.outcome = Outcome::Failed;
+                r.detail = format!(
+                    "UpdateAccessKey succeeded but the key is {}",
+                    describe_status(other)
+                );
+            }
+            (false, other) => {
+                r.outcome = Outcome::Failed;
+                r.detail = format!(
+                    "DeleteAccessKey succeeded but the key is still listed ({})",
+                    describe_status(other)
+                );
+            }
+        }
+        r
+    }
+
+    pub(super) fn act(&self, f: &KeyFinding) -> (Outcome, String) {
+        match f.planned {
+            Planned::Notify => (
+                Outcome::NotNeeded,
+                "notified only (iam.action = \"notify\")".into(),
+            ),
+            Planned::Exempt => (
+                Outcome::NotNeeded,
+                format!("exempt by {}", f.exemption.as_deref().unwrap_or("an exemption")),
+            ),
+            Planned::BlastRadius => (
+                Outcome::NotActionable,
+                format!(
+                    "not changed: this sweep would change more keys than iam.max_actions_per_sweep ({}); review and raise the limit, or act by hand",
+                    self.policy.max_actions_per_sweep
+                ),
+            ),
+            Planned::ConfirmDelete => (
+                Outcome::NotNeeded,
+                "due for deletion: the decision is re-checked once cloudtrail.max_delivery_delay has passed"
+                    .into(),
+            ),
+            Planned::WaitBeforeDelete => (
+                Outcome::NotNeeded,
+                match f.key.inactive_since {
+                    Some(t) => format!(
+                        "inactive since {} ({}); deleted once inactive for iam.delete_after_inactive",
+                        t.format("%Y-%m-%d"),
+                        f.key.inactive_evidence.as_deref().unwrap_or("-")
+                    ),
+                    None => format!(
+                        "inactive since unknown ({}); kept until there is evidence",
+                        f.key.inactive_evidence.as_deref().unwrap_or("no evidence")
+                    ),
+                },
+            ),
+            _ if self.dry_run => (
+                Outcome::DryRun,
+                format!("dry run: would {}", planned_action(f.planned).as_str()),
+            ),
+            // Made by [`Self::change`]; never reached.
+            Planned::Deactivate | Planned::Delete => (
+                Outcome::NotActionable,
+                "not changed here: changes are made and verified by the sweep's change step".into(),
+            ),
+        }
+    }
+
+    /// Whether the key is listed and active (`None`: not listed, or the list failed).
+    async fn status(&self, user: &str, key: &str) -> Option<bool> {
+        let keys = self.iam.list_access_keys(user).await.ok()?;
+        keys.into_iter().find(|k| k.id == key).map(|k| k.active)
+    }
+}
+
+pub(super) fn confirm_detail(f: &KeyFinding, due: DateTime<Utc>) -> String {
+    format!(
+        "due for deletion: inactive since {} ({}); CloudTrail may not have delivered a later change of the key yet, so the decision is re-checked at the first sweep from {} (cloudtrail.max_delivery_delay) and the key deleted only if the evidence still holds",
+        f.key
+            .inactive_since
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+        f.key.inactive_evidence.as_deref().unwrap_or("-"),
+        due.to_rfc3339()
+    )
+}
+
+fn describe_status(s: Option<bool>) -> &'static str {
+    match s {
+        Some(true) => "Active",
+        Some(false) => "Inactive",
+        None => "not listed",
+    }
+}
