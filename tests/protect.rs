@@ -26,7 +26,17 @@ async fn protected_keys_are_restored_unless_an_allowed_principal_or_exemption_sa
     let key_admin = aws_sdk_kms::Client::new(&sdk(&world.sb, KEY_ADMIN).await);
     let payments = aliased_key(&world, "alias/prod-payments").await;
     let ledger = aliased_key(&world, "alias/prod-ledger").await;
-    let legacy = aliased_key(&world, "alias/prod-legacy").await;
+    // The exemption's alias was given by a key admin: an alias a stranger gives a protected
+    // key never brings it under an exemption.
+    let legacy = world.kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    key_admin
+        .create_alias()
+        .alias_name("alias/prod-legacy")
+        .target_key_id(legacy.key_id())
+        .send()
+        .await
+        .unwrap();
+    let legacy = legacy.arn().unwrap().to_owned();
     let scratch = aliased_key(&world, "alias/dev-scratch").await;
     let port = free_port();
     let config = world.config(
