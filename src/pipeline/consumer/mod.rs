@@ -402,3 +402,6 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
 }
 
 mod settle;
+
+#[cfg(test)]
+mod tests;
