@@ -162,3 +162,43 @@ async fn a_log_file_failing_beside_a_readable_one_loses_no_finding() {
         "the finding of the readable file was recorded as seen but never handed to the worker"
     );
 }
+
+fn eventbridge_event(source: &str, account: &str, detail: serde_json::Value) -> String {
+    serde_json::json!({"version": "0", "id": "x", "detail-type": "AWS API Call via CloudTrail",
+        "source": source, "account": account, "region": "eu-west-1", "resources": [], "detail": detail})
+    .to_string()
+}
+
+/// EventBridge sets `account` to the sender and refuses `aws.*` sources from `PutEvents`; the
+/// detail is whatever the sender wrote. An event put by a member account (a custom source, or
+/// naming another account in its record) must not make trailguard act in a guarded account.
+#[tokio::test]
+async fn a_forged_eventbridge_event_makes_no_job() {
+    let scope = Scope::default();
+    scope.set(["111122223333".to_owned()]);
+    let mut b = bench(SourceKind::EventBridgeSqs, Objects(HashMap::new()), scope);
+    let forged_source = eventbridge_event(
+        "attacker.kms",
+        "111122223333",
+        failed_use("f-1", "111122223333", KEY_A),
+    );
+    let other_account = eventbridge_event(
+        "aws.kms",
+        "444455556666",
+        failed_use("f-2", "111122223333", KEY_A),
+    );
+    let genuine = eventbridge_event(
+        "aws.kms",
+        "111122223333",
+        failed_use("g-1", "111122223333", KEY_A),
+    );
+    let jobs = b
+        .receive(vec![
+            message("m1", forged_source, 1),
+            message("m2", other_account, 1),
+            message("m3", genuine, 1),
+        ])
+        .await;
+    let ids: Vec<&str> = jobs.iter().map(|j| j.finding.event_id.as_str()).collect();
+    assert_eq!(ids, ["g-1"], "only the genuine event makes a job");
+}
