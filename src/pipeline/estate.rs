@@ -4,8 +4,8 @@
 //! Resolved at start, after trailguard knows who it is: its own account (no `[accounts]`),
 //! or `accounts.ids` and the organization's active accounts (`accounts.discover`), minus
 //! `accounts.exclude`. With `aws.regions = ["all"]`, each account's enabled regions
-//! (`account:ListRegions`, through its role). An account whose regions cannot be listed is left
-//! out until the next refresh, and said so; the others go on.
+//! (`account:ListRegions`, through its role). An account whose regions cannot be listed is still
+//! guarded (queue sources, remediation) but has no pollers until the next refresh, and said so.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,8 +152,10 @@ pub async fn estate(config: &Config, aws: &Aws, own: &str, partition: &str, acco
             match aws::account::enabled_regions(aws, &account, &home).await {
                 Ok(r) => r,
                 Err(e) => {
-                    warn!(account = %account, error = %e, "Cannot list the account's enabled regions (account:ListRegions); it is left out until the next refresh.");
-                    continue;
+                    // Still guarded: the queue sources need no region list, and remediation
+                    // runs in the key's own region. Only its pollers wait for the regions.
+                    warn!(account = %account, error = %e, "Cannot list the account's enabled regions (account:ListRegions); it is guarded from the queue sources, without LookupEvents pollers until the next refresh.");
+                    Vec::new()
                 }
             }
         } else {

@@ -66,10 +66,17 @@ fn unwrap_sns(body: &str) -> std::borrow::Cow<'_, str> {
 struct Envelope<'a> {
     #[serde(rename = "detail-type")]
     detail_type: Option<&'a str>,
+    source: Option<String>,
     account: Option<&'a str>,
     region: Option<&'a str>,
     #[serde(borrow)]
     detail: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Recipient {
+    #[serde(rename = "recipientAccountId")]
+    recipient: Option<String>,
 }
 
 /// The CloudTrail detail-types EventBridge delivers.
@@ -97,6 +104,21 @@ pub fn eventbridge(body: &str) -> Result<Body, Malformed> {
         .ok_or_else(|| Malformed("an EventBridge event without detail".into()))?;
     if !detail.get().trim_start().starts_with('{') {
         return Err(Malformed("the event's detail is not a CloudTrail record".into()));
+    }
+    // EventBridge refuses `aws.*` sources from `PutEvents` and sets `account` to the sender:
+    // only those two are trustworthy, so the record must agree with them.
+    let source = env.source.unwrap_or_default();
+    if !source.starts_with("aws.") {
+        return Ok(Body::Skip(format!(
+            "source {source:?} is not an AWS service: not CloudTrail's (put by an account?)"
+        )));
+    }
+    if let (Some(account), Ok(r)) = (env.account, serde_json::from_str::<Recipient>(detail.get()))
+        && let Some(recipient) = r.recipient.filter(|r| r != account)
+    {
+        return Ok(Body::Skip(format!(
+            "the record names account {recipient} but EventBridge delivered it from {account}: not trusted"
+        )));
     }
     Ok(Body::Record {
         record: detail.get().to_owned(),

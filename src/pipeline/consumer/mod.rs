@@ -381,7 +381,17 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
                 failure,
                 skipped,
             } = o;
-            if let Some(why) = failure.or_else(|| (!stored).then(|| "the state store failed".to_owned())) {
+            if !stored {
+                self.give_up(m, info, "the state store failed");
+                out.push(None);
+                continue;
+            }
+            if let Some(why) = failure {
+                // What the message did yield is recorded (and its events marked seen): it is
+                // handled now, while the message comes back for the rest.
+                for job in jobs {
+                    let _ = sh.jobs.send(job);
+                }
                 self.give_up(m, info, &why);
                 out.push(None);
                 continue;
@@ -414,3 +424,6 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
 }
 
 mod settle;
+
+#[cfg(test)]
+mod tests;

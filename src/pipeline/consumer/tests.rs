@@ -1,0 +1,204 @@
+//! The consumer's reading and recording of messages, with a fake queue and fake S3.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use chrono::TimeZone;
+
+use super::*;
+use crate::aws::{AwsError, Service};
+
+const KEY_A: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const LOG: &str = "o/AWSLogs/o-1/111122223333/CloudTrail/eu-west-1/2026/11/25/111122223333_CloudTrail_eu-west-1_20261125T1005Z_a.json.gz";
+const LOG2: &str = "o/AWSLogs/o-1/111122223333/CloudTrail/eu-west-1/2026/11/25/111122223333_CloudTrail_eu-west-1_20261125T1010Z_b.json.gz";
+
+/// A failed use of a key pending deletion, recorded in `account`.
+fn failed_use(id: &str, account: &str, key: &str) -> serde_json::Value {
+    serde_json::json!({
+        "eventVersion": "1.08", "eventID": id, "eventName": "Decrypt",
+        "eventSource": "kms.amazonaws.com", "eventTime": "2026-11-25T10:00:00Z",
+        "awsRegion": "eu-west-1", "recipientAccountId": account,
+        "errorCode": "KMSInvalidStateException",
+        "errorMessage": format!("{key} is pending deletion."),
+        "userIdentity": {"type": "IAMUser", "accountId": account, "arn": format!("arn:aws:iam::{account}:user/app")},
+        "requestParameters": {"keyId": key}, "readOnly": true
+    })
+}
+
+fn gzip(records: &[serde_json::Value]) -> Bytes {
+    let body = serde_json::json!({ "Records": records }).to_string();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body.as_bytes()).unwrap();
+    e.finish().unwrap().into()
+}
+
+struct NoQueue;
+
+impl QueueApi for NoQueue {
+    async fn receive(&self, _: i32, _: Duration, _: Duration) -> Result<Vec<QueueMessage>, AwsError> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _: &[(String, String)]) -> Result<Vec<String>, AwsError> {
+        Ok(Vec::new())
+    }
+    async fn extend(&self, _: &[(String, String)], _: Duration) -> Result<Vec<String>, AwsError> {
+        Ok(Vec::new())
+    }
+    async fn info(&self) -> Result<QueueInfo, AwsError> {
+        Ok(QueueInfo::default())
+    }
+}
+
+/// Objects by key; any other key fails as S3 would in an outage.
+struct Objects(HashMap<String, Bytes>);
+
+impl ObjectApi for Objects {
+    async fn get(&self, _: &str, key: &str, _: Option<&str>) -> Result<Bytes, AwsError> {
+        self.0
+            .get(key)
+            .cloned()
+            .ok_or_else(|| AwsError::local(Service::S3, "GetObject", ErrorType::Server, "S3 is down"))
+    }
+}
+
+struct Bench {
+    consumer: Consumer<NoQueue, Objects>,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    _dir: tempfile::TempDir,
+}
+
+fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, jobs) = mpsc::unbounded_channel();
+    let source = QueueSource {
+        kind,
+        name: "test".into(),
+        queue_url: "https://sqs.eu-west-1.amazonaws.com/111122223333/q".into(),
+        region: Some("eu-west-1".into()),
+        receivers: 1,
+        max_messages: 10,
+        wait_time: Duration::from_secs(1),
+        visibility_timeout: Duration::from_secs(30),
+        max_in_flight: 100,
+    };
+    let shared = Shared {
+        rules: Arc::new(RuleSet::builtin()),
+        store: Arc::new(Store::open(dir.path(), false).unwrap()),
+        health: Health::new(&[], Duration::from_secs(60)),
+        clock: Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 25, 10, 1, 0).unwrap()),
+        jobs: tx,
+        seen: Arc::default(),
+        acks: Acks::default(),
+        scope,
+    };
+    Bench {
+        consumer: Consumer {
+            source,
+            queue: NoQueue,
+            objects,
+            shared,
+        },
+        jobs,
+        _dir: dir,
+    }
+}
+
+fn message(id: &str, body: String, receive_count: u32) -> QueueMessage {
+    QueueMessage {
+        message_id: id.into(),
+        receipt_handle: format!("r-{id}-{receive_count}"),
+        body,
+        receive_count,
+        sent: None,
+    }
+}
+
+impl Bench {
+    /// One receive of `messages`: read, recorded; the jobs handed to the worker.
+    async fn receive(&mut self, messages: Vec<QueueMessage>) -> Vec<Job> {
+        let mut results = Vec::new();
+        for m in &messages {
+            results.push(self.consumer.read(m).await);
+        }
+        self.consumer.record(&messages, results, &QueueInfo::default());
+        let mut out = Vec::new();
+        while let Ok(j) = self.jobs.try_recv() {
+            out.push(j);
+        }
+        out
+    }
+}
+
+fn s3_notification(keys: &[&str]) -> String {
+    let records: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({"eventName": "ObjectCreated:Put", "awsRegion": "eu-west-1",
+            "s3": {"bucket": {"name": "org-trail"}, "object": {"key": k}}})
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+/// A message naming two log files, one readable and one not (S3 failing for it): the message
+/// is received again, and the readable file's finding must still be acted on, now or then.
+#[tokio::test]
+async fn a_log_file_failing_beside_a_readable_one_loses_no_finding() {
+    let objects = Objects([(LOG.to_owned(), gzip(&[failed_use("e-1", "111122223333", KEY_A)]))].into());
+    let mut b = bench(SourceKind::S3Sqs, objects, Scope::default());
+    let body = s3_notification(&[LOG, LOG2]);
+    let first = b.receive(vec![message("m1", body.clone(), 1)]).await;
+    // S3 recovers for the second file (it has nothing in it): the message comes back.
+    b.consumer.objects.0.insert(LOG2.to_owned(), gzip(&[]));
+    let again = b.receive(vec![message("m1", body, 2)]).await;
+    let handled: Vec<&str> = first
+        .iter()
+        .chain(&again)
+        .map(|j| j.finding.event_id.as_str())
+        .collect();
+    assert_eq!(
+        handled,
+        ["e-1"],
+        "the finding of the readable file was recorded as seen but never handed to the worker"
+    );
+}
+
+fn eventbridge_event(source: &str, account: &str, detail: serde_json::Value) -> String {
+    serde_json::json!({"version": "0", "id": "x", "detail-type": "AWS API Call via CloudTrail",
+        "source": source, "account": account, "region": "eu-west-1", "resources": [], "detail": detail})
+    .to_string()
+}
+
+/// EventBridge sets `account` to the sender and refuses `aws.*` sources from `PutEvents`; the
+/// detail is whatever the sender wrote. An event put by a member account (a custom source, or
+/// naming another account in its record) must not make trailguard act in a guarded account.
+#[tokio::test]
+async fn a_forged_eventbridge_event_makes_no_job() {
+    let scope = Scope::default();
+    scope.set(["111122223333".to_owned()]);
+    let mut b = bench(SourceKind::EventBridgeSqs, Objects(HashMap::new()), scope);
+    let forged_source = eventbridge_event(
+        "attacker.kms",
+        "111122223333",
+        failed_use("f-1", "111122223333", KEY_A),
+    );
+    let other_account = eventbridge_event(
+        "aws.kms",
+        "444455556666",
+        failed_use("f-2", "111122223333", KEY_A),
+    );
+    let genuine = eventbridge_event(
+        "aws.kms",
+        "111122223333",
+        failed_use("g-1", "111122223333", KEY_A),
+    );
+    let jobs = b
+        .receive(vec![
+            message("m1", forged_source, 1),
+            message("m2", other_account, 1),
+            message("m3", genuine, 1),
+        ])
+        .await;
+    let ids: Vec<&str> = jobs.iter().map(|j| j.finding.event_id.as_str()).collect();
+    assert_eq!(ids, ["g-1"], "only the genuine event makes a job");
+}
