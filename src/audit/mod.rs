@@ -76,8 +76,7 @@ impl AuditPolicy {
         let of = crate::arn::Arn::parse(principal).map(|a| a.account);
         self.admins.iter().any(|g| {
             crate::glob::matches(g, principal)
-                && (of.as_deref() == Some(account)
-                    || g.split(':').nth(4).is_some_and(|a| Some(a) == of.as_deref()))
+                && (of == Some(account) || g.split(':').nth(4).is_some_and(|a| Some(a) == of))
         })
     }
 }
