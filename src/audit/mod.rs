@@ -76,7 +76,7 @@ impl AuditPolicy {
         let of = crate::arn::Arn::parse(principal).map(|a| a.account);
         self.admins.iter().any(|g| {
             crate::glob::matches(g, principal)
-                && (of == Some(account) || g.split(':').nth(4).is_some_and(|a| Some(a) == of))
+                && (of == Some(account) || crate::arn::Arn::parse(g).is_some_and(|a| Some(a.account) == of))
         })
     }
 }
