@@ -69,8 +69,15 @@ impl Default for AuditPolicy {
 }
 
 impl AuditPolicy {
-    pub fn is_admin(&self, principal: &str) -> bool {
-        self.admins.iter().any(|g| crate::glob::matches(g, principal))
+    /// Whether `principal` administers keys of `account`: a glob matches it, and it is of
+    /// `account` unless the glob names its account literally (a glob's `*` account never makes
+    /// another account's `role/Admin` an administrator of this account's keys).
+    pub fn is_admin(&self, principal: &str, account: &str) -> bool {
+        let of = crate::arn::Arn::parse(principal).map(|a| a.account);
+        self.admins.iter().any(|g| {
+            crate::glob::matches(g, principal)
+                && (of == Some(account) || crate::arn::Arn::parse(g).is_some_and(|a| Some(a.account) == of))
+        })
     }
 }
 

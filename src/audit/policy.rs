@@ -198,7 +198,7 @@ pub fn findings(key: &KeyInfo, text: &str, admins: &AuditPolicy) -> Vec<AuditFin
         let others: Vec<&String> = s
             .principals
             .iter()
-            .filter(|p| !is_root_of(p, account) && !admins.is_admin(p))
+            .filter(|p| !is_root_of(p, account) && !admins.is_admin(p, account))
             .collect();
         if !others.is_empty() {
             out.push(finding(

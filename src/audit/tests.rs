@@ -267,3 +267,18 @@ fn a_finding_is_one_json_line_with_the_documented_fields() {
     assert_eq!(line["severity"], "critical");
     assert_eq!(line["statement"], "Public");
 }
+
+#[test]
+fn another_accounts_role_named_admin_is_not_this_keys_administrator() {
+    // The default audit.admin_principals (arn:aws:iam::*:role/*Admin*) must not make a role of
+    // an attacker's account an administrator of this key: a conditioned statement (so no
+    // cross-account finding) granting it kms:ScheduleKeyDeletion must still be reported.
+    let k = with_statement(json!({"Sid": "Partner", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::999988887777:role/Admin"},
+        "Action": ["kms:ScheduleKeyDeletion", "kms:PutKeyPolicy"], "Resource": "*",
+        "Condition": {"Bool": {"aws:SecureTransport": "true"}}}));
+    assert_eq!(
+        ids(&k),
+        [(ids::DESTRUCTIVE_ACTIONS, Severity::Medium, json!("Partner"))]
+    );
+}

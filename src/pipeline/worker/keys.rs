@@ -242,6 +242,18 @@ impl<R: Remediator> Worker<R> {
         }
     }
 
+    /// An alias created, moved or deleted: every cached alias may now name another key (or
+    /// none), so the cache is dropped rather than name a moved alias for its old key.
+    pub(super) fn alias_event(&mut self, job: &Job) {
+        let f = &job.finding;
+        if f.event_source == "kms.amazonaws.com"
+            && ["CreateAlias", "UpdateAlias", "DeleteAlias"].contains(&f.event_name.as_str())
+            && f.error_code.is_none()
+        {
+            self.keys.aliases.clear();
+        }
+    }
+
     /// Names the key's aliases in the notification when the event named none: through KMS,
     /// cached for `kms.refresh_interval`, within [`ALIAS_DEADLINE`].
     pub(super) async fn resolve_alias(&mut self, job: &mut Job) {

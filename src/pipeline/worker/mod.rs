@@ -98,6 +98,7 @@ impl<R: Remediator> Worker<R> {
     }
 
     pub async fn process(&mut self, mut job: Job) {
+        self.alias_event(&job);
         if !self.decide(&mut job).await {
             // Nothing to act on and nothing to say (trailguard's own failed call, an alias
             // removed from a key that was not protected).
@@ -128,6 +129,8 @@ impl<R: Remediator> Worker<R> {
                     self.acks.failed(&job.id);
                 }
             }
+            // A deletion scheduled again (after a cancel) within the window is still followed.
+            self.track(&job);
             return;
         }
         if let Some(action) = job.pending_action() {

@@ -25,6 +25,8 @@ struct FakeRemediator {
     outcomes: Mutex<Vec<Outcome>>,
     calls: Arc<Mutex<Vec<Action>>>,
     facts: Option<KeyFacts>,
+    /// When set, what `key_facts` says from then on (a change made in KMS meanwhile).
+    changed: Arc<Mutex<Option<KeyFacts>>>,
 }
 
 impl Remediator for FakeRemediator {
@@ -53,6 +55,9 @@ impl Remediator for FakeRemediator {
     }
 
     async fn key_facts(&self, _: &str, _: bool, _: bool) -> Result<KeyFacts, AwsError> {
+        if let Some(f) = self.changed.lock().unwrap().clone() {
+            return Ok(f);
+        }
         self.facts
             .clone()
             .ok_or_else(|| AwsError::local(Service::Kms, "ListAliases", ErrorType::Throttled, "slow down"))
@@ -445,3 +450,4 @@ async fn an_alias_removed_from_an_unprotected_key_says_nothing() {
 }
 
 mod adversarial;
+mod review14;
