@@ -73,11 +73,20 @@ impl<L: LeaseApi + Clone> Lease<L> {
             }
             let now = self.clock.now();
             let until = now + chrono::Duration::from_std(self.config.duration).unwrap_or_default();
-            match self
-                .api
-                .claim(&self.account, &self.config.holder, now, until)
-                .await
-            {
+            // A renewal may hang or be retried for longer than the lease lasts: stop acting
+            // before it expires (with a margin for the two hosts' estimates of AWS time),
+            // whatever the call is doing, since another instance may take it then.
+            let safety = chrono::Duration::from_std(third / 2).unwrap_or_default();
+            let left = (held.expires_at - safety - now).to_std().unwrap_or_default();
+            let claimed = tokio::select! {
+                r = self.api.claim(&self.account, &self.config.holder, now, until) => r,
+                _ = tokio::time::sleep(left) => {
+                    error!("The lease could not be renewed in time: stopping before it expires.");
+                    work.cancel();
+                    return;
+                }
+            };
+            match claimed {
                 Ok(Claim::Held(h)) => held = h,
                 Ok(Claim::Taken(other)) => {
                     error!(holder = %other.holder, "The lease was taken over: stopping.");
