@@ -141,4 +141,30 @@ mod tests {
         let again = (c.host_now() - c.now()).num_milliseconds();
         assert!((again - behind).abs() < 200, "{behind} {again}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_wrong_date_header_does_not_move_aws_time() {
+        let c = Clock::starting_at(t0());
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe_server_date(c.host_now() - chrono::Duration::milliseconds(500));
+        }
+        let before = c.offset_ms();
+        assert!(before.abs() < 1_000, "{before}");
+        // One response through a proxy with a wrong clock (or a bad header): an hour ahead.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.observe_server_date(c.host_now() + chrono::Duration::hours(1));
+        let after = c.offset_ms();
+        assert!(
+            (after - before).abs() < 2_000,
+            "one outlying Date header moved AWS time by {} s (a standby would take a held lease, windows jump)",
+            (after - before) / 1000
+        );
+        // A real step (every later response agrees) is still followed.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe_server_date(c.host_now() + chrono::Duration::minutes(10));
+        }
+        assert!((c.offset_ms() - 600_000).abs() < 2_000, "{}", c.offset_ms());
+    }
 }
