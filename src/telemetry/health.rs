@@ -162,4 +162,21 @@ mod tests {
         h.progressed("eventbridge:events");
         assert!(h.ready().is_ok());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_tells_systemd_it_started() {
+        // Under systemd (Type=notify, TimeoutStartSec=180, WatchdogSec=300) a standby that never
+        // sends READY=1 is killed after 180 s and restarted, forever; one that stops sending
+        // WATCHDOG=1 after losing the lease is aborted.
+        let h = Health::new(&["us-east-1".into()], Duration::from_secs(15));
+        h.set_standby(Some("another instance holds the lease".into()));
+        assert!(
+            h.notified.load(Ordering::SeqCst),
+            "standing by, READY=1 was never sent"
+        );
+        assert!(
+            h.ready().unwrap_err().starts_with("standby"),
+            "/readyz still says standby"
+        );
+    }
 }
