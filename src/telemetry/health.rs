@@ -78,6 +78,14 @@ impl Health {
     /// pollers' clocks afresh.
     pub fn set_standby(&self, why: Option<String>) {
         let leaving = why.is_none();
+        if !leaving {
+            // Standing by is this instance's job now: systemd must see it started and alive
+            // (each retry pings the watchdog); /readyz still says standby.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            if !self.notified.swap(true, Ordering::SeqCst) {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+        }
         *self.standby.lock().unwrap_or_else(|e| e.into_inner()) = why;
         if leaving {
             for times in self.lock().values_mut() {
