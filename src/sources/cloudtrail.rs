@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{AwsError, Place};
-use crate::cursor::{MAX_PAGES, Slice};
+use crate::cursor::{MAX_PAGES, MIN_SLICE, OVERLAP, Slice, dur};
 
 /// The lookup attribute of a query (event history allows one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,12 @@ pub async fn read_slice<L: LookupApi>(
     };
     let mut records = Vec::new();
     let mut oldest = slice.end;
-    for _ in 0..MAX_PAGES {
+    // The smallest slice cannot be cut smaller: it is read to its end, however dense (else a
+    // burst of over MAX_PAGES pages in it would stop the cursor for good).
+    let smallest = slice.end - slice.start <= dur(MIN_SLICE) + dur(OVERLAP);
+    let mut pages = 0;
+    while smallest || pages < MAX_PAGES {
+        pages += 1;
         let page = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(SliceRead::Stopped),
