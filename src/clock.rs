@@ -11,8 +11,8 @@
 //! estimate keeps the smallest recent offset sample within that second, and poll windows overlap
 //! by more than that.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +23,11 @@ use tokio::time::Instant;
 pub const SKEW_WARNING: Duration = Duration::from_secs(60);
 
 const UNSET: i64 = i64::MIN;
+
+/// How many consecutive responses must agree on a large change before it is taken: one
+/// wrong `Date` (a proxy with a wrong clock, a bad header) must not move every window and
+/// make a standby take a held lease.
+const CONFIRMATIONS: u32 = 3;
 
 /// The daemon's clock (cheap to clone; every clone shares the estimate).
 #[derive(Debug, Clone)]
@@ -37,6 +42,8 @@ struct Inner {
     /// AWS minus host, in milliseconds (UNSET until the first response).
     offset_ms: AtomicI64,
     warned: AtomicBool,
+    /// A large change seen but not yet confirmed: its offset and how many samples agree.
+    candidate: Mutex<Option<(i64, u32)>>,
 }
 
 impl Default for Clock {
@@ -62,6 +69,7 @@ impl Clock {
                 origin: Instant::now(),
                 offset_ms: AtomicI64::new(UNSET),
                 warned: AtomicBool::new(false),
+                candidate: Mutex::new(None),
             }),
         }
     }
@@ -91,13 +99,29 @@ impl Clock {
         // The server wrote `server` somewhere in [server, server + 1s): take the middle.
         let sample = (server + chrono::Duration::milliseconds(500) - self.host_now()).num_milliseconds();
         let old = self.inner.offset_ms.load(Ordering::Relaxed);
+        let mut candidate = self.inner.candidate.lock().unwrap_or_else(|e| e.into_inner());
         // Small differences are the header's rounding and the network: smooth them. A large
-        // change (a host clock step, a first sample) is taken at once.
-        let new = if old == UNSET || (sample - old).abs() > 2_000 {
+        // change (a suspended host, a first sample) is taken once CONFIRMATIONS responses in a
+        // row agree on it (a first sample at once).
+        let new = if old == UNSET {
             sample
-        } else {
+        } else if (sample - old).abs() <= 2_000 {
+            *candidate = None;
             old + (sample - old) / 8
+        } else {
+            let agreeing = match *candidate {
+                Some((c, n)) if (sample - c).abs() <= 2_000 => n + 1,
+                _ => 1,
+            };
+            if agreeing >= CONFIRMATIONS {
+                *candidate = None;
+                sample
+            } else {
+                *candidate = Some((sample, agreeing));
+                old
+            }
         };
+        drop(candidate);
         self.inner.offset_ms.store(new, Ordering::Relaxed);
         let secs = new as f64 / 1000.0;
         let large = new.unsigned_abs() > SKEW_WARNING.as_millis() as u64;
@@ -140,5 +164,31 @@ mod tests {
         c.observe_server_date(t0() + chrono::Duration::seconds(11) - chrono::Duration::minutes(30));
         let again = (c.host_now() - c.now()).num_milliseconds();
         assert!((again - behind).abs() < 200, "{behind} {again}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_wrong_date_header_does_not_move_aws_time() {
+        let c = Clock::starting_at(t0());
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe_server_date(c.host_now() - chrono::Duration::milliseconds(500));
+        }
+        let before = c.offset_ms();
+        assert!(before.abs() < 1_000, "{before}");
+        // One response through a proxy with a wrong clock (or a bad header): an hour ahead.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.observe_server_date(c.host_now() + chrono::Duration::hours(1));
+        let after = c.offset_ms();
+        assert!(
+            (after - before).abs() < 2_000,
+            "one outlying Date header moved AWS time by {} s (a standby would take a held lease, windows jump)",
+            (after - before) / 1000
+        );
+        // A real step (every later response agrees) is still followed.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe_server_date(c.host_now() + chrono::Duration::minutes(10));
+        }
+        assert!((c.offset_ms() - 600_000).abs() < 2_000, "{}", c.offset_ms());
     }
 }

@@ -187,6 +187,10 @@ async fn a_second_process_on_the_same_state_file_stands_by() {
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = Guard::start(&world, &world.config("", port_a), port_a, &[]);
     a.wait_ready().await;
+    // Without lease.table the only process acts: it must say so, or TrailguardNoLeaseHolder
+    // (sum of trailguard_lease_held == 0) fires on every install without a lease, and
+    // TrailguardLeaseHeldTwice never sees two lease-less instances acting at once.
+    assert_eq!(a.metric("trailguard_lease_held").await, 1.0, "{}", a.logs());
     let config_b = world.dir.join("b.toml");
     std::fs::copy(world.config("", port_b), &config_b).unwrap();
     let b = Guard::start(&world, &config_b, port_b, &[]);

@@ -73,11 +73,20 @@ impl<L: LeaseApi + Clone> Lease<L> {
             }
             let now = self.clock.now();
             let until = now + chrono::Duration::from_std(self.config.duration).unwrap_or_default();
-            match self
-                .api
-                .claim(&self.account, &self.config.holder, now, until)
-                .await
-            {
+            // A renewal may hang or be retried for longer than the lease lasts: stop acting
+            // before it expires (with a margin for the two hosts' estimates of AWS time),
+            // whatever the call is doing, since another instance may take it then.
+            let safety = chrono::Duration::from_std(third / 2).unwrap_or_default();
+            let left = (held.expires_at - safety - now).to_std().unwrap_or_default();
+            let claimed = tokio::select! {
+                r = self.api.claim(&self.account, &self.config.holder, now, until) => r,
+                _ = tokio::time::sleep(left) => {
+                    error!("The lease could not be renewed in time: stopping before it expires.");
+                    work.cancel();
+                    return;
+                }
+            };
+            match claimed {
                 Ok(Claim::Held(h)) => held = h,
                 Ok(Claim::Taken(other)) => {
                     error!(holder = %other.holder, "The lease was taken over: stopping.");
@@ -103,5 +112,75 @@ impl<L: LeaseApi + Clone> Lease<L> {
             Ok(()) => info!("Lease released."),
             Err(e) => warn!(error = %e, "Cannot release the lease; it expires on its own."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsError;
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Grants the first claim; every renewal hangs (a DynamoDB connection that never answers,
+    /// or throttling retried past the lease's end).
+    #[derive(Clone, Default)]
+    struct Hangs(Arc<AtomicUsize>);
+
+    impl LeaseApi for Hangs {
+        async fn claim(
+            &self,
+            _: &str,
+            holder: &str,
+            _: DateTime<Utc>,
+            until: DateTime<Utc>,
+        ) -> Result<Claim, AwsError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) > 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(Claim::Held(Holder {
+                holder: holder.into(),
+                expires_at: until,
+                version: 1,
+            }))
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_stops_the_work_before_the_lease_expires() {
+        let clock = Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap());
+        let lease = Lease {
+            api: Hangs::default(),
+            account: "111122223333".into(),
+            config: LeaseConfig {
+                table: Some("t".into()),
+                duration: Duration::from_secs(30),
+                holder: "a".into(),
+            },
+            clock: clock.clone(),
+            health: Health::new(&[], Duration::from_secs(15)),
+            standby: true,
+        };
+        let held = lease.wait(&CancellationToken::new()).await.unwrap();
+        let work = CancellationToken::new();
+        tokio::spawn(lease.keep(held.clone(), work.clone()));
+        tokio::select! {
+            _ = work.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(120)) => {}
+        }
+        assert!(
+            work.is_cancelled(),
+            "still acting two minutes after the lease expired"
+        );
+        assert!(
+            clock.now() < held.expires_at,
+            "stopped at {}, after the lease expired at {}: another instance may already act",
+            clock.now(),
+            held.expires_at
+        );
     }
 }

@@ -185,6 +185,7 @@ impl Daemon {
         let mut watched = queue_names.clone();
         if !leased {
             watched.extend(specs.iter().map(|s| s.name.clone()));
+            telemetry::lease_held(true); // It acts: the lease alerts must count it.
         }
         self.health.set_pollers(&watched);
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{AwsError, Place};
-use crate::cursor::{MAX_PAGES, Slice};
+use crate::cursor::{MAX_PAGES, MIN_SLICE, OVERLAP, Slice, dur};
 
 /// The lookup attribute of a query (event history allows one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,12 @@ pub async fn read_slice<L: LookupApi>(
     };
     let mut records = Vec::new();
     let mut oldest = slice.end;
-    for _ in 0..MAX_PAGES {
+    // The smallest slice cannot be cut smaller: it is read to its end, however dense (else a
+    // burst of over MAX_PAGES pages in it would stop the cursor for good).
+    let smallest = slice.end - slice.start <= dur(MIN_SLICE) + dur(OVERLAP);
+    let mut pages = 0;
+    while smallest || pages < MAX_PAGES {
+        pages += 1;
         let page = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(SliceRead::Stopped),
@@ -147,4 +152,69 @@ pub async fn find_latest<L: LookupApi, T>(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cursor::{Cursor, Schedule, SliceKind};
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    /// A burst: 1,500 events within two seconds (30 pages).
+    struct Burst(DateTime<Utc>);
+
+    impl LookupApi for Burst {
+        async fn lookup(&self, _: &Place, q: &LookupQuery) -> Result<LookupPage, AwsError> {
+            let page: usize = q.next_token.as_deref().map_or(0, |t| t.parse().unwrap());
+            let events = (0..50)
+                .map(|i| LookedUp {
+                    time: Some(self.0),
+                    record: format!("{{\"eventID\":\"e-{page}-{i}\"}}"),
+                })
+                .collect();
+            Ok(LookupPage {
+                events,
+                next_token: (page + 1 < 30).then(|| (page + 1).to_string()),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_denser_than_the_smallest_slice_is_still_read() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let s = Schedule {
+            max_delivery_delay: Duration::from_secs(900),
+            lookback_interval: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(15),
+        };
+        let mut cursor = Cursor {
+            head: Some(now - chrono::Duration::hours(1)),
+            ..Cursor::default()
+        };
+        let api = Burst(now - chrono::Duration::hours(1) + chrono::Duration::seconds(1));
+        let place = Place::new("111122223333", "eu-west-1");
+        let stop = CancellationToken::new();
+        // Each cut-short read shrinks the slice; the smallest one must be read to its end, or
+        // the region's cursor never moves again (pages read keep /readyz green meanwhile).
+        for _ in 0..10 {
+            let slice = cursor.next_slice(now, &s);
+            assert_eq!(slice.kind, SliceKind::Head);
+            match read_slice(&api, &place, "kms.amazonaws.com", &slice, &stop, || {})
+                .await
+                .unwrap()
+            {
+                SliceRead::Complete(records) => {
+                    assert_eq!(records.len(), 1500);
+                    return;
+                }
+                SliceRead::TooBig { records, oldest } => cursor.too_big(&slice, oldest, records.len()),
+                SliceRead::Stopped => unreachable!(),
+            }
+        }
+        panic!(
+            "stuck: a {} s slice is cut short forever",
+            (cursor.next_slice(now, &s).end - cursor.next_slice(now, &s).start).num_seconds()
+        );
+    }
 }

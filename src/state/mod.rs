@@ -153,11 +153,23 @@ impl Store {
         let tx = db!(self.db.begin_write())?;
         {
             let mut meta = db!(tx.open_table(META))?;
-            let found = db!(meta.get("schema_version"))?.and_then(|v| {
-                std::str::from_utf8(v.value())
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-            });
+            let found = match db!(meta.get("schema_version"))? {
+                None => None,
+                Some(v) => {
+                    let text = String::from_utf8_lossy(v.value()).into_owned();
+                    match text.parse::<u32>() {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            return Err(StateError::Corrupt {
+                                path: self.path.display().to_string(),
+                                table: "meta",
+                                key: format!("schema_version = {text:?}"),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            };
             if let Some(found) = found
                 && found > SCHEMA_VERSION
             {

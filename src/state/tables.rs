@@ -423,4 +423,25 @@ mod tests {
             .count();
         assert_eq!(moved, 1);
     }
+
+    #[test]
+    fn an_unreadable_schema_version_is_refused_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), false).unwrap();
+            store
+                .write(|tx| {
+                    let mut m = db!(tx.open_table(super::super::META))?;
+                    db!(m.insert("schema_version", b"3.0-beta".as_slice()))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let opened = Store::open(dir.path(), false);
+        assert!(
+            matches!(opened, Err(StateError::Corrupt { table: "meta", .. })),
+            "a version this build cannot read was taken for an old file and overwritten: {:?}",
+            opened.as_ref().err()
+        );
+    }
 }

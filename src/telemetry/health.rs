@@ -78,6 +78,14 @@ impl Health {
     /// pollers' clocks afresh.
     pub fn set_standby(&self, why: Option<String>) {
         let leaving = why.is_none();
+        if !leaving {
+            // Standing by is this instance's job now: systemd must see it started and alive
+            // (each retry pings the watchdog); /readyz still says standby.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            if !self.notified.swap(true, Ordering::SeqCst) {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+        }
         *self.standby.lock().unwrap_or_else(|e| e.into_inner()) = why;
         if leaving {
             for times in self.lock().values_mut() {
@@ -161,5 +169,22 @@ mod tests {
         assert!(h.ready().unwrap_err().contains("eventbridge:events"));
         h.progressed("eventbridge:events");
         assert!(h.ready().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_tells_systemd_it_started() {
+        // Under systemd (Type=notify, TimeoutStartSec=180, WatchdogSec=300) a standby that never
+        // sends READY=1 is killed after 180 s and restarted, forever; one that stops sending
+        // WATCHDOG=1 after losing the lease is aborted.
+        let h = Health::new(&["us-east-1".into()], Duration::from_secs(15));
+        h.set_standby(Some("another instance holds the lease".into()));
+        assert!(
+            h.notified.load(Ordering::SeqCst),
+            "standing by, READY=1 was never sent"
+        );
+        assert!(
+            h.ready().unwrap_err().starts_with("standby"),
+            "/readyz still says standby"
+        );
     }
 }

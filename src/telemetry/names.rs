@@ -152,7 +152,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         LEASE_HELD,
         Kind::Gauge,
-        "1 while this instance holds the lease and acts; 0 while another does and this one stands by",
+        "1 while this instance acts (holds the lease, or acts without lease.table); 0 while it stands by",
     ),
     (
         FACTS_REFRESHED,
