@@ -114,4 +114,5 @@ def main():
     else:
         ndjson(args[0], int(args[1]) if len(args) > 1 else 200_000, base)
 
-main()
+if __name__ == "__main__":
+    main()

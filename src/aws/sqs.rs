@@ -26,6 +26,23 @@ impl Sqs {
     }
 }
 
+/// A long poll answers after `wait` when the queue stays empty: the attempt and read timeouts
+/// every client gets (20 s, [`super::timeouts`]) would cut off SQS's longest wait (20 s) just as
+/// it answers, and every receive on an idle queue would fail and back off. Receives get the wait
+/// plus the usual margin.
+fn long_poll(wait: Duration) -> aws_sdk_sqs::config::Builder {
+    let base = super::timeouts();
+    let attempt = wait + Duration::from_secs(10);
+    aws_sdk_sqs::config::Builder::default().timeout_config(
+        aws_smithy_types::timeout::TimeoutConfig::builder()
+            .connect_timeout(base.connect_timeout().unwrap_or(Duration::from_secs(3)))
+            .read_timeout(attempt)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt + Duration::from_secs(5))
+            .build(),
+    )
+}
+
 fn secs(d: Duration) -> i32 {
     d.as_secs().min(12 * 3600) as i32
 }
@@ -52,6 +69,8 @@ impl QueueApi for Sqs {
                 .visibility_timeout(secs(visibility))
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .customize()
+                .config_override(long_poll(wait))
                 .send()
         })
         .await?;

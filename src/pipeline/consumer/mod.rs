@@ -1,8 +1,8 @@
 //! A queue source's consumer: SQS messages in, jobs out, messages deleted once handled.
 //!
-//! `receivers` loops long-poll the queue. Each message is read as its source's kind says
-//! ([`crate::sources::envelope`]): one CloudTrail record (EventBridge) or log files to stream
-//! from S3 with the reader `scan` uses. Records are evaluated as a poller's are; those that
+//! `receivers` loops long-poll the queue. The messages of a receive are read at once, each as its
+//! source's kind says ([`crate::sources::envelope`]): one CloudTrail record (EventBridge) or log
+//! files to stream from S3 with the reader `scan` uses. Records are evaluated as a poller's are; those that
 //! match a rule or change a key's protection are de-duplicated by `eventID` across every queue
 //! source of this process (EventBridge and S3 deliver the same event), and recorded with their
 //! jobs in one transaction per receive before the jobs go to the worker. A message is deleted
@@ -199,10 +199,10 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
             }
             telemetry::queue_messages(&s.name, QueueOutcome::Received, messages.len());
             let received_at = Instant::now();
-            let mut results = Vec::with_capacity(messages.len());
-            for m in &messages {
-                results.push(self.read(m).await);
-            }
+            // The messages of a receive are read together: an S3 message waits on its object
+            // (one GET, then inflate and parse on a blocking thread), and one after another a
+            // receiver would read a file at a time.
+            let results = futures_util::future::join_all(messages.iter().map(|m| self.read(m))).await;
             let kept = self.record(&messages, results, &info);
             let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
             for (m, tracker) in messages.into_iter().zip(kept) {
