@@ -15,6 +15,9 @@
 # in scripts/bench/requirements.txt, into a throwaway venv ($BENCH_VENV, default WORKDIR/venv).
 # Builds in release (CARGO_TARGET_DIR is honoured). RUNS=5 takes the best of 5 instead of 3. BACKENDS="miniz zlib-rs" adds a row per
 # inflate backend for the gzip shapes (each a separate build of trailguard and parse_only).
+# BASELINE_BIN=/path/to/trailguard measures another trailguard (an earlier build) beside this one,
+# in the same run: each `trailguard scan` row is followed by the same row for that binary, whose
+# findings must be identical, and the ratios of the two are printed at the end.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -56,6 +59,14 @@ sort -o "$work/duck.tsv" "$work/duck.tsv"
 cmp -s "$work/tg-logs.tsv" "$work/duck.tsv" || { echo "findings differ between trailguard and DuckDB"; diff "$work/tg-logs.tsv" "$work/duck.tsv" | head; exit 1; }
 cmp -s "$work/tg.tsv" "$work/tg-logs.tsv" || { echo "findings differ between the NDJSON corpus and the log files"; exit 1; }
 echo "findings: $(wc -l < "$work/tg.tsv") from trailguard, jq (NDJSON) and DuckDB (log files), identical"
+base="${BASELINE_BIN:-}"
+if [ -n "$base" ]; then
+  "$base" scan "$corpus" 2>/dev/null | pairs > "$work/base.tsv"
+  "$base" scan "$logs" 2>/dev/null | pairs > "$work/base-logs.tsv"
+  cmp -s "$work/tg.tsv" "$work/base.tsv" && cmp -s "$work/tg-logs.tsv" "$work/base-logs.tsv" \
+    || { echo "findings differ between trailguard and BASELINE_BIN ($base)"; exit 1; }
+  echo "baseline: $base, same findings"
+fi
 
 measure() { # key, label, MB, command...
   local key="$1" label="$2" size="$3"; shift 3
@@ -68,25 +79,30 @@ measure() { # key, label, MB, command...
   python3 -c "print(f'{\"$label\":<52} {$best:6.2f} s  {$size/$best:6.0f} MB/s  max RSS {$rss/1024:6.1f} MiB')"
   echo "$best" > "$work/$key.secs"
 }
+measure_tg() { # key, label, MB, scan arguments...: this trailguard, then BASELINE_BIN's if set
+  local key="$1" label="$2" size="$3"; shift 3
+  measure "$key" "$label" "$size" "$tg" "$@"
+  [ -z "$base" ] || measure "base-$key" "$label [baseline]" "$size" "$base" "$@"
+}
 echo
 echo "NDJSON, one file"
-measure scan "trailguard scan" "$nd_mb" "$tg" scan "$corpus"
-TRAILGUARD_SCAN_THREADS=1 measure scan1 "trailguard scan, 1 thread" "$nd_mb" "$tg" scan "$corpus"
-measure scangz "trailguard scan (gzip -1)" "$nd_mb" "$tg" scan "$corpus.gz"
+measure_tg scan "trailguard scan" "$nd_mb" scan "$corpus"
+TRAILGUARD_SCAN_THREADS=1 measure_tg scan1 "trailguard scan, 1 thread" "$nd_mb" scan "$corpus"
+measure_tg scangz "trailguard scan (gzip -1)" "$nd_mb" scan "$corpus.gz"
 measure po "parse-only, 1 thread" "$nd_mb" "$po" "$corpus"
 measure jq "jq -c -f builtin-rules.jq" "$nd_mb" jq -c -f scripts/bench/builtin-rules.jq "$corpus"
 echo
 echo "CloudTrail log files: 1,000 gzip files of {\"Records\":[...]}"
-measure logs "trailguard scan" "$logs_mb" "$tg" scan "$logs"
-TRAILGUARD_SCAN_THREADS=1 measure logs1 "trailguard scan, 1 thread" "$logs_mb" "$tg" scan "$logs"
+measure_tg logs "trailguard scan" "$logs_mb" scan "$logs"
+TRAILGUARD_SCAN_THREADS=1 measure_tg logs1 "trailguard scan, 1 thread" "$logs_mb" scan "$logs"
 measure logspo "parse-only floor (inflate + IgnoredAny, all cores)" "$logs_mb" "$po" --documents "$logs"
 echo "$duck_secs" > "$work/duck.secs"
 python3 -c "print(f'{\"DuckDB read_json, typed (query time)\":<52} {$duck_secs:6.2f} s  {$logs_mb/$duck_secs:6.0f} MB/s')"
 echo
 echo "One 250 MB {\"Records\":[...]} document"
-measure doc "trailguard scan" "$doc_mb" "$tg" scan "$doc"
+measure_tg doc "trailguard scan" "$doc_mb" scan "$doc"
 measure docpo "parse-only floor, read whole (1 core)" "$doc_mb" "$po" --documents "$doc"
-measure docgz "trailguard scan (gzipped)" "$doc_mb" "$tg" scan "$doc.gz"
+measure_tg docgz "trailguard scan (gzipped)" "$doc_mb" scan "$doc.gz"
 measure docgzpo "parse-only floor, gzipped, read whole (1 core)" "$doc_mb" "$po" --documents "$doc.gz"
 measure docgzpp "parse-only floor, gzipped, pipelined (2 threads)" "$doc_mb" "$po" --documents --pipelined "$doc.gz"
 
@@ -113,4 +129,6 @@ print(f"NDJSON:    {t['jq']/t['scan']:.1f}x jq; {t['po']/t['scan']*100:.0f}% of 
 print(f"log files: {t['duck']/t['logs']:.1f}x DuckDB; {t['logspo']/t['logs']:.2f} of the parse-only floor")
 floor = min(t['docgzpo'], t['docgzpp'])
 print(f"document:  plain {t['docpo']/t['doc']:.2f} of the parse-only floor; gzipped {floor/t['docgz']:.2f} of the floor (the faster of whole and pipelined)")
+for k in sorted(k for k in t if f"base-{k}" in t):
+    print(f"baseline/this ({k}): {t[f'base-{k}']:.2f} s / {t[k]:.2f} s = {t[f'base-{k}']/t[k]:.2f}")
 PY

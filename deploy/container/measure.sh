@@ -4,14 +4,16 @@
 # state opened, every poller's first page read), and the resident memory after SECONDS idle.
 #   deploy/container/measure.sh [SECONDS]     (default 60)
 # Uses the release trailguard in $TRAILGUARD_RELEASE_TARGET_DIR (or the cargo target dir) and
-# the sandbox from a debug build (cargo test --workspace --no-run builds it).
+# the sandbox from a debug build (cargo test --workspace --no-run builds it), or the release one.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 secs="${1:-60}"
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 release="${TRAILGUARD_RELEASE_TARGET_DIR:-$target_dir}/release/trailguard"
+# The sandbox from a debug build, or else from the release target directory.
 sandbox="$target_dir/debug/trailguard-sandbox"
+[ -x "$sandbox" ] || sandbox="${TRAILGUARD_RELEASE_TARGET_DIR:-$target_dir}/release/trailguard-sandbox"
 [ -x "$release" ] || { echo "measure: build it first: cargo build --release -p trailguard" >&2; exit 1; }
 [ -x "$sandbox" ] || { echo "measure: build the sandbox first: cargo test --workspace --no-run" >&2; exit 1; }
 work="$(mktemp -d)"
