@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use tokio::sync::OnceCell;
@@ -30,8 +30,13 @@ async fn main() -> anyhow::Result<()> {
     let done = Arc::new(tokio::sync::Notify::new());
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..receivers {
-        let (sqs, url, deleted, first, done) =
-            (sqs.clone(), url.clone(), deleted.clone(), first.clone(), done.clone());
+        let (sqs, url, deleted, first, done) = (
+            sqs.clone(),
+            url.clone(),
+            deleted.clone(),
+            first.clone(),
+            done.clone(),
+        );
         loops.spawn(async move {
             while deleted.load(Ordering::Relaxed) < total {
                 let got = sqs

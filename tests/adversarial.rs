@@ -359,7 +359,22 @@ async fn a_rescue_cut_between_cancel_and_enable_by_a_restart_still_re_enables_th
         (world.sb.state().counter("kms.EnableKey") >= 1).then_some(())
     })
     .await
-    .unwrap_or_else(|| panic!("no EnableKey: {:?} {:?}\n{}", world.sb.state().lock().counters, world.sb.state().lock().events.records("123456789012", "us-east-1").iter().map(|e| (e.event_name.clone(), e.json.contains("errorCode"))).collect::<Vec<_>>(), guard.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no EnableKey: {:?} {:?}\n{}",
+            world.sb.state().lock().counters,
+            world
+                .sb
+                .state()
+                .lock()
+                .events
+                .records("123456789012", "us-east-1")
+                .iter()
+                .map(|e| (e.event_name.clone(), e.json.contains("errorCode")))
+                .collect::<Vec<_>>(),
+            guard.logs()
+        )
+    });
     assert_eq!(world.sb.state().counter("kms.CancelKeyDeletion"), 1);
     guard.signal("KILL");
     let _ = guard.child.wait();

@@ -116,7 +116,12 @@ fn runtime(multi: bool) -> tokio::runtime::Runtime {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    b.enable_all().build().expect("tokio runtime")
+    // The worker's decision and remediation futures nest deeply; 2 MiB (tokio's default) is
+    // not enough for them in a debug build. Stack is reserved, not resident.
+    b.thread_stack_size(8 * 1024 * 1024)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 pub fn main() -> ExitCode {
