@@ -8,6 +8,8 @@ def succeeded: (.errorCode == null);
  then "kms_pending_deletion_use" else empty end),
 (if .eventSource == "kms.amazonaws.com" and .eventName == "DisableKey" and succeeded then "kms_key_disabled" else empty end),
 (if .eventSource == "kms.amazonaws.com" and .eventName == "ScheduleKeyDeletion" and succeeded then "kms_key_deletion_scheduled" else empty end),
+(if .eventSource == "kms.amazonaws.com" and (.eventName == "DeleteAlias" or .eventName == "UpdateAlias" or .eventName == "UntagResource" or .eventName == "TagResource") and succeeded
+ then "kms_protection_removed" else empty end),
 (if .eventSource == "iam.amazonaws.com" and .eventName == "UpdateAccessKey" and .requestParameters.status == "Active" and succeeded
  then "iam_access_key_reactivated" else empty end),
 (if .eventSource == "iam.amazonaws.com" and .eventName == "CreateAccessKey" and .userIdentity.type == "Root"

@@ -29,6 +29,9 @@ SELECT e.eventID, rule FROM r, LATERAL (VALUES
         THEN 'kms_key_disabled' END),
   (CASE WHEN e.eventSource = 'kms.amazonaws.com' AND e.eventName = 'ScheduleKeyDeletion' AND e.errorCode IS NULL
         THEN 'kms_key_deletion_scheduled' END),
+  (CASE WHEN e.eventSource = 'kms.amazonaws.com'
+         AND e.eventName IN ('DeleteAlias', 'UpdateAlias', 'UntagResource', 'TagResource') AND e.errorCode IS NULL
+        THEN 'kms_protection_removed' END),
   (CASE WHEN e.eventSource = 'iam.amazonaws.com' AND e.eventName = 'UpdateAccessKey'
          AND e.requestParameters.status = 'Active' AND e.errorCode IS NULL
         THEN 'iam_access_key_reactivated' END),
