@@ -559,6 +559,7 @@ async fn two_hours_of_downtime_are_caught_up_at_the_quota_share_while_ready_and_
     let ready_after = started.elapsed();
     // New events keep coming at the same rate while it catches up.
     let lag = "trailguard_cloudtrail_lag_seconds{region=\"us-east-1\"}";
+    let events = "trailguard_cloudtrail_events_total{region=\"us-east-1\"}";
     let requests_at_start = world.sb.state().counter("cloudtrail.LookupEvents");
     let mut live = 0usize;
     let mut peak_rss_kb = 0u64;
@@ -577,7 +578,12 @@ async fn two_hours_of_downtime_are_caught_up_at_the_quota_share_while_ready_and_
                 .and_then(|v| v.parse().ok());
             peak_rss_kb = peak_rss_kb.max(hwm.unwrap_or(0));
         }
-        if guard.metric(lag).await < 30.0 && started.elapsed() > Duration::from_secs(5) {
+        // The lag gauge starts at 0 before the first read: caught up means the backlog read
+        // too, and the head within 30 s of now.
+        if guard.metric(lag).await < 30.0
+            && guard.metric(events).await >= backlog as f64
+            && started.elapsed() > Duration::from_secs(5)
+        {
             break started.elapsed();
         }
         assert!(
@@ -589,7 +595,6 @@ async fn two_hours_of_downtime_are_caught_up_at_the_quota_share_while_ready_and_
     let requests = world.sb.state().counter("cloudtrail.LookupEvents") - requests_at_start;
     let share = requests as f64 / (caught_up - ready_after).as_secs_f64();
     let total = backlog + live * rate as usize;
-    let events = "trailguard_cloudtrail_events_total{region=\"us-east-1\"}";
     let read = eventually(Duration::from_secs(30), || async {
         let n = guard.metric(events).await as u64;
         (n >= total as u64).then_some(n)
