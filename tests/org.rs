@@ -206,7 +206,7 @@ impl Org {
         let text = format!(
             "[aws]\nregions = [\"us-east-1\", \"eu-west-1\"]\n\
              [accounts]\ndiscover = \"organizations\"\nexternal_id = \"{EXTERNAL_ID}\"\n{accounts}\
-             [[sources]]\nkind = \"eventbridge_sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\nwait_time = \"1s\"\nvisibility_timeout = \"10s\"\n\
+             [[sources]]\nkind = \"eventbridge_sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\nwait_time = \"1s\"\n\
              [notify]\nsns_topic_arn = \"{}\"\naggregation_window = \"0s\"\n\
              [state]\ndir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"20s\"\n",
             self.queue_url,
