@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use trailguard_sandbox::{Organization, Settings};
 
 const EXTERNAL_ID: &str = "org-guard-7f3a";
+
+/// The organization tests run one at a time: each runs a sandbox, moto and up to three
+/// replicas, and together they starve a 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 
 /// The central side (in the management account, where trailguard runs) and the members.
@@ -442,6 +446,7 @@ async fn assert_guarded(org: &Org, keys: &[(String, SdkConfig)], replicas: &[&Gu
 /// finding is notified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_rescue_every_key_of_an_organization_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t = tokio::time::Instant::now();
     let org = Org::new(10).await;
     eprintln!("org {:?}", t.elapsed());
@@ -481,6 +486,7 @@ async fn three_replicas_rescue_every_key_of_an_organization_once() {
 /// returns to the queue when its visibility times out, and the others finish the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_run_loses_no_finding() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let org = Org::new(4).await;
     let keys = org.doomed_keys(16).await;
     let a = org.replica("a").await;
@@ -512,6 +518,7 @@ async fn a_replica_killed_mid_run_loses_no_finding() {
 /// key there is reported with its failed remediation, and the other accounts' keys are rescued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_whose_role_cannot_be_assumed_fails_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
     const LOST: &str = "000000000001";
     let org = Org::new(2).await;
     let port = free_port();

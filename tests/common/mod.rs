@@ -430,8 +430,9 @@ impl Guard {
         ))
     }
 
+    /// Waits (60 s at most: a loaded machine starts slowly) for `/readyz` to answer 200.
     pub async fn wait_ready(&mut self) {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Some((200, _)) = self.get("/readyz").await {
                 return;
             }
