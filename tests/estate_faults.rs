@@ -6,10 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_eventbridge::types::{RuleState, Target};
-use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
-use serde_json::json;
 use trailguard_sandbox::wire::Service;
 use trailguard_sandbox::{DEFAULT_ACCOUNT, Fault};
 
@@ -19,8 +16,8 @@ use trailguard_sandbox::{DEFAULT_ACCOUNT, Fault};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_whose_regions_failed_once_at_start_is_still_guarded() {
     let world = World::new().await;
-    let sqs = &world.sqs;
-    let url = sqs
+    let url = world
+        .sqs
         .create_queue()
         .queue_name("kms-events")
         .send()
@@ -28,31 +25,7 @@ async fn an_account_whose_regions_failed_once_at_start_is_still_guarded() {
         .unwrap()
         .queue_url
         .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let eb = aws_sdk_eventbridge::Client::new(&sdk(&world.sb, ADMIN).await);
-    eb.put_rule()
-        .name("trailguard-kms")
-        .state(RuleState::EnabledWithAllCloudtrailManagementEvents)
-        .event_pattern(json!({"source": ["aws.kms"]}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let target = Target::builder().id("q").arn(queue_arn).build().unwrap();
-    eb.put_targets()
-        .rule("trailguard-kms")
-        .targets(target)
-        .send()
-        .await
-        .unwrap();
+    forward_kms_events(&world, &url).await;
     world.sb.state().set_fault(
         Service::Account,
         Fault {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_eventbridge::types::{RuleState, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use serde_json::{Value, json};
@@ -30,81 +29,6 @@ struct Org {
     dlq_url: String,
     /// Each member's credentials, per region.
     members: BTreeMap<(String, String), SdkConfig>,
-}
-
-async fn queue_with_dlq(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    visibility: u32,
-    max_receives: u32,
-) -> (String, String) {
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = attribute(sqs, &dlq, QueueAttributeName::QueueArn).await;
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (url, dlq)
-}
-
-async fn attribute(sqs: &aws_sdk_sqs::Client, url: &str, name: QueueAttributeName) -> String {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(name.clone())
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&name)
-        .unwrap_or_default()
-}
-
-/// Messages still on a queue, visible or in flight.
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let mut n = 0;
-    for a in [
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-    ] {
-        n += attribute(sqs, url, a).await.parse::<u64>().unwrap_or(0);
-    }
-    n
-}
-
-async fn rule(eb: &aws_sdk_eventbridge::Client, name: &str, bus: Option<&str>, pattern: Value, target: &str) {
-    eb.put_rule()
-        .name(name)
-        .set_event_bus_name(bus.map(str::to_owned))
-        // Failed Decrypts are read-only management events: only this state forwards them.
-        .state(RuleState::EnabledWithAllCloudtrailManagementEvents)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule(name)
-        .set_event_bus_name(bus.map(str::to_owned))
-        .targets(Target::builder().id("t").arn(target).build().unwrap())
-        .send()
-        .await
-        .unwrap();
 }
 
 /// The member rule of deploy/cloudformation/org-member.yaml: KMS failures on keys pending
@@ -132,8 +56,8 @@ impl Org {
             .unwrap();
         let admin = sdk(&world.sb, ADMIN).await;
         let sqs = aws_sdk_sqs::Client::new(&admin);
-        let (queue_url, dlq_url) = queue_with_dlq(&sqs, "trailguard-events", 10, 3).await;
-        let queue_arn = attribute(&sqs, &queue_url, QueueAttributeName::QueueArn).await;
+        let (queue_url, dlq_url) = queue_with_dlq(&sqs, "trailguard-events", Some(10), 3).await;
+        let queue_arn = queue_attribute(&sqs, &queue_url, QueueAttributeName::QueueArn).await;
         let eb = aws_sdk_eventbridge::Client::new(&admin);
         let bus = eb
             .create_event_bus()
@@ -143,7 +67,7 @@ impl Org {
             .unwrap()
             .event_bus_arn
             .unwrap();
-        rule(
+        eventbridge_rule(
             &eb,
             "to-trailguard",
             Some("trailguard-central"),
@@ -177,7 +101,7 @@ impl Org {
                     ))
                     .load()
                     .await;
-                rule(
+                eventbridge_rule(
                     &aws_sdk_eventbridge::Client::new(&conf),
                     "trailguard-kms",
                     None,
@@ -434,11 +358,11 @@ async fn assert_guarded(org: &Org, keys: &[(String, SdkConfig)], replicas: &[&Gu
     // Every message handled and deleted; none dead-lettered.
     let sqs = &org.world.sqs;
     let drained = eventually(Duration::from_secs(60), || async {
-        (depth(sqs, &org.queue_url).await == 0).then_some(())
+        (queue_depth(sqs, &org.queue_url).await == 0).then_some(())
     })
     .await;
     assert!(drained.is_some(), "the central queue drains:\n{logs}");
-    assert_eq!(depth(sqs, &org.dlq_url).await, 0, "nothing dead-lettered");
+    assert_eq!(queue_depth(sqs, &org.dlq_url).await, 0, "nothing dead-lettered");
 }
 
 /// Three replicas drain a burst of 1,000 failed uses of 50 keys pending deletion across 10

@@ -7,53 +7,20 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_eventbridge::types::{RuleState, Target};
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use trailguard_sandbox::{OrgTrailConfig, Settings};
 
 const BUCKET: &str = "org-trail-logs";
 
 async fn queue(world: &World, name: &str, max_receives: u32) -> (String, String) {
-    let sqs = &world.sqs;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = arn(world, &dlq).await;
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (url, dlq)
+    queue_with_dlq(&world.sqs, name, None, max_receives).await
 }
 
 async fn arn(world: &World, url: &str) -> String {
-    world
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone()
+    queue_attribute(&world.sqs, url, QueueAttributeName::QueueArn).await
 }
 
 /// The organization trail's bucket, notifying `queue_url` of each new object.
@@ -91,30 +58,6 @@ async fn org_trail(world: &World, queue_url: &str, interval_seconds: f64) {
         trail_name: "org-trail".into(),
         home_region: "us-east-1".into(),
     });
-}
-
-/// The account's default bus forwarding KMS events (failed uses included) to `queue_url`.
-async fn eventbridge(world: &World, queue_url: &str) {
-    let eb = aws_sdk_eventbridge::Client::new(&sdk(&world.sb, ADMIN).await);
-    eb.put_rule()
-        .name("trailguard-kms")
-        .state(RuleState::EnabledWithAllCloudtrailManagementEvents)
-        .event_pattern(json!({"source": ["aws.kms"]}).to_string())
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule("trailguard-kms")
-        .targets(
-            Target::builder()
-                .id("q")
-                .arn(arn(world, queue_url).await)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
 }
 
 fn sources(world: &World, list: &[(&str, &str)], extra: &str, port: u16) -> std::path::PathBuf {
@@ -274,7 +217,7 @@ async fn an_event_delivered_by_eventbridge_and_s3_is_handled_once() {
     let world = World::new().await;
     let (events, _) = queue(&world, "kms-events", 3).await;
     let (files, _) = queue(&world, "trail-files", 3).await;
-    eventbridge(&world, &events).await;
+    forward_kms_events(&world, &events).await;
     // Files only when the test flushes the trail: after EventBridge has delivered.
     org_trail(&world, &files, 3600.0).await;
     let port = free_port();
@@ -303,9 +246,13 @@ async fn an_event_delivered_by_eventbridge_and_s3_is_handled_once() {
     })
     .await;
     assert!(read.is_some(), "the log file is read:\n{}", g.logs());
-    // The file's records are in; anything they caused would be queued by now. Give the sender
-    // its round, then count.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A message is deleted only once all it carried is handled and notified: when the files
+    // queue is empty, anything the file's records caused has been published.
+    let settled = eventually(Duration::from_secs(60), || async {
+        (queue_depth(&world.sqs, &files).await == 0).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "the file's message is settled:\n{}", g.logs());
     let n = by_event(&world, &mut seen).await;
     for i in &ids {
         assert_eq!(n[i], 1, "one notification for {i}: {n:?}");
@@ -326,7 +273,7 @@ async fn an_event_delivered_by_eventbridge_and_s3_is_handled_once() {
 async fn a_poison_message_goes_to_the_dead_letter_queue_and_is_counted() {
     let world = World::new().await;
     let (events, dlq) = queue(&world, "kms-events", 2).await;
-    eventbridge(&world, &events).await;
+    forward_kms_events(&world, &events).await;
     world
         .sqs
         .send_message()

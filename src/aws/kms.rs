@@ -12,6 +12,24 @@ pub struct Kms {
 }
 
 impl Kms {
+    /// `DescribeKey` in `account` (trailguard's own with `None`).
+    async fn metadata(
+        &self,
+        account: Option<&str>,
+        key: &KeyArn,
+    ) -> Result<aws_sdk_kms::types::KeyMetadata, AwsError> {
+        let c = self.aws.kms_in(account, &key.region);
+        let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
+        out.key_metadata.ok_or_else(|| {
+            AwsError::local(
+                Service::Kms,
+                "DescribeKey",
+                ErrorType::Other,
+                "no key metadata in the answer",
+            )
+        })
+    }
+
     pub fn new(aws: Aws) -> Self {
         Self { aws }
     }
@@ -54,16 +72,7 @@ async fn aliases(
 
 impl KeyApi for Kms {
     async fn describe_key(&self, key: &KeyArn) -> Result<KeyDescription, AwsError> {
-        let c = self.aws.kms_in(Some(&key.account), &key.region);
-        let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
-        let m = out.key_metadata.ok_or_else(|| {
-            AwsError::local(
-                Service::Kms,
-                "DescribeKey",
-                ErrorType::Other,
-                "no key metadata in the answer",
-            )
-        })?;
+        let m = self.metadata(Some(&key.account), key).await?;
         let state = m.key_state.as_ref().map(SdkKeyState::as_str).unwrap_or("Enabled");
         Ok(KeyDescription {
             state: KeyState::parse(state),
@@ -161,16 +170,7 @@ impl crate::audit::inventory::Inventory for Kms {
     }
 
     async fn describe(&self, key: &KeyArn) -> Result<crate::audit::inventory::KeyMeta, AwsError> {
-        let c = self.aws.kms(&key.region);
-        let out = kms("DescribeKey", || c.describe_key().key_id(&key.arn).send()).await?;
-        let m = out.key_metadata.ok_or_else(|| {
-            AwsError::local(
-                Service::Kms,
-                "DescribeKey",
-                ErrorType::Other,
-                "no key metadata in the answer",
-            )
-        })?;
+        let m = self.metadata(None, key).await?;
         Ok(crate::audit::inventory::KeyMeta {
             arn: m.arn().unwrap_or(&key.arn).to_owned(),
             state: m

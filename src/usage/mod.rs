@@ -162,6 +162,14 @@ impl Usage {
     /// A lookup that read nothing: the use is unknown, for `why`.
     pub fn unknown(from: DateTime<Utc>, to: DateTime<Utc>, why: impl Into<String>) -> Self {
         Self {
+            incomplete: Some(why.into()),
+            ..Self::none(from, to)
+        }
+    }
+
+    /// No use found (yet) between `from` and `to`.
+    fn none(from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Self {
             from,
             to,
             calls: 0,
@@ -171,7 +179,7 @@ impl Usage {
             operations: BTreeMap::new(),
             events_read: 0,
             pages: 0,
-            incomplete: Some(why.into()),
+            incomplete: None,
         }
     }
 
@@ -314,18 +322,7 @@ impl<'a> Tally<'a> {
             scheduler,
             seen: HashSet::new(),
             callers: BTreeMap::new(),
-            usage: Usage {
-                from,
-                to,
-                calls: 0,
-                callers: Vec::new(),
-                last_use: None,
-                by_scheduler: 0,
-                operations: BTreeMap::new(),
-                events_read: 0,
-                pages: 0,
-                incomplete: None,
-            },
+            usage: Usage::none(from, to),
         }
     }
 

@@ -591,3 +591,114 @@ pub async fn key_status(iam: &aws_sdk_iam::Client, user: &str, key: &str) -> Opt
         .find(|m| m.access_key_id() == Some(key))
         .map(|m| m.status().unwrap().as_str().to_owned())
 }
+
+/// A queue with a dead-letter queue after `max_receives` receives (and its own visibility
+/// timeout, when given); returns (queue URL, DLQ URL).
+pub async fn queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    visibility: Option<u32>,
+    max_receives: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_attribute(sqs, &dlq, QueueAttributeName::QueueArn).await;
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(visibility.map(|v| [(QueueAttributeName::VisibilityTimeout, v.to_string())].into()))
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    (url, dlq)
+}
+
+/// One attribute of a queue ("" if absent).
+pub async fn queue_attribute(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: aws_sdk_sqs::types::QueueAttributeName,
+) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&name)
+        .unwrap_or_default()
+}
+
+/// Messages still on a queue, visible or in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut n = 0;
+    for a in [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ] {
+        n += queue_attribute(sqs, url, a).await.parse::<u64>().unwrap_or(0);
+    }
+    n
+}
+
+/// An EventBridge rule (on `bus`, or the default bus) in the state that forwards read-only
+/// management events too (a failed `Decrypt` is one), with one target.
+pub async fn eventbridge_rule(
+    eb: &aws_sdk_eventbridge::Client,
+    name: &str,
+    bus: Option<&str>,
+    pattern: Value,
+    target: &str,
+) {
+    use aws_sdk_eventbridge::types::{RuleState, Target};
+    eb.put_rule()
+        .name(name)
+        .set_event_bus_name(bus.map(str::to_owned))
+        .state(RuleState::EnabledWithAllCloudtrailManagementEvents)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule(name)
+        .set_event_bus_name(bus.map(str::to_owned))
+        .targets(Target::builder().id("t").arn(target).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The sandbox account's default bus forwarding every KMS event to the queue `queue_url`.
+pub async fn forward_kms_events(world: &World, queue_url: &str) {
+    let arn = queue_attribute(
+        &world.sqs,
+        queue_url,
+        aws_sdk_sqs::types::QueueAttributeName::QueueArn,
+    )
+    .await;
+    let eb = aws_sdk_eventbridge::Client::new(&sdk(&world.sb, ADMIN).await);
+    eventbridge_rule(
+        &eb,
+        "trailguard-kms",
+        None,
+        serde_json::json!({"source": ["aws.kms"]}),
+        &arn,
+    )
+    .await;
+}
