@@ -289,7 +289,9 @@ def s3_throughput(n_files, n_records):
                 read_s = now - t0
                 break
             time.sleep(THROUGHPUT_POLL)
-        while tg.metric("trailguard_queue_messages_total", source=name, outcome="deleted") < n_files:
+        # Every message queued (the files, and the s3:TestEvent moto sends when the notification
+        # is set up) deleted.
+        while tg.metric("trailguard_queue_messages_total", source=name, outcome="deleted") < queued:
             time.sleep(THROUGHPUT_POLL)
         drained_s = time.time() - t0
         events_read = tg.metric("trailguard_cloudtrail_events_total", region=name)
@@ -301,6 +303,8 @@ def s3_throughput(n_files, n_records):
         counts["depth before stop"] = depth(url)
         tg.stop()
         assert depth(url) == (0, 0), (depth(url), counts, tg.log())
+        # A rate counts only if every record was read (duplicates from a redelivery may add).
+        assert failed == 0 and events_read >= n_records, (failed, events_read, counts)
         results.append((n_records / read_s, n_records / drained_s))
         print(f"run {run}: files put in {put:.1f} s; trailguard read {events_read:.0f} records of "
               f"{n_files} files in {read_s:.2f} s = {n_records / read_s:,.0f} records/s "

@@ -41,12 +41,20 @@ pub const SEEN: &str = "queues";
 /// How long handled event ids are remembered: S3 delivers a log file within minutes of
 /// EventBridge, and SQS redelivers within a message's retention.
 const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-/// Records evaluated at a time while a log file streams.
 /// How long shutdown waits for held messages to be settled before giving them back.
 const FINAL: Duration = Duration::from_secs(5);
 
 /// Delete and visibility batches in flight at once per settle.
 const BATCHES_AT_ONCE: usize = 8;
+/// How often held messages are settled while the source has free `max_in_flight` slots:
+/// deletes then go out in fuller batches (fewer SQS requests).
+const SETTLE_EVERY: Duration = Duration::from_millis(200);
+/// How often while the slots run short (fewer than a receive's worth free). A slot frees only
+/// when its message's delete returns, so this wait is part of every message's turn once the
+/// source is saturated: at 200 ms one replica's EventBridge source reached 0.75-0.90 of a plain
+/// receive/delete loop (BENCHMARKS.md). A settle with nothing to do is a scan of at most
+/// `max_in_flight` entries.
+const SETTLE_EVERY_WHEN_FULL: Duration = Duration::from_millis(50);
 
 /// What every queue consumer of the process shares.
 #[derive(Clone)]
@@ -132,12 +140,19 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
                 receiving.clone(),
             ));
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(SETTLE_EVERY_WHEN_FULL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => this.settle(&held, &info, false).await,
+                _ = tick.tick() => {
+                    let full = permits.available_permits() < this.source.max_messages as usize;
+                    if full || last.elapsed() >= SETTLE_EVERY {
+                        this.settle(&held, &info, false).await;
+                        last = Instant::now();
+                    }
+                }
             }
         }
         while loops.join_next().await.is_some() {}

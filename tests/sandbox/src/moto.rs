@@ -33,35 +33,53 @@ pub(crate) struct Moto {
 // NOTE: moto runs under a tiny wrapper that exits when its stdin closes, so the server goes away
 // with the sandbox even when the parent dies without running destructors (a killed test).
 //
-// The wrapper also gives moto's SQS model a cheap clock. moto 5.x asks "now" through
-// `unix_time()` (a `datetime` subtraction, ~10 us) for every message of a queue on every send,
-// receive and attribute read (the visibility and delay checks), so each call costs O(depth) clock
-// reads: 52 ms a message sent into a 1,000-deep queue, minutes to fill or drain 10,000. The
-// replacement returns the same value (seconds since the epoch, UTC) from `time.time()` when
-// called without an argument, as moto calls it there; 200 sends at depth 1,000 take 0.18 s
-// instead of 10.3 s.
-//
-// And it makes deleting a message atomic. moto's `Queue.delete_message` rebuilds the message
-// list outside the queue's lock, so a message added meanwhile (a send, an S3 notification, a
-// redrive) is lost, and a delete running beside another delete can bring its message back:
-// DeleteMessageBatch answered success for every entry while the message stayed in flight
-// (seen in `scripts/bench-sources.sh s3`: 1,001 deleted, 2 still not visible). On AWS a deleted
-// message stays deleted; the delete now holds the lock `add_message` takes.
+// The wrapper also makes moto 5.2.1's SQS model (tests/requirements.txt pins it; the wrapper
+// exits with status 3 on another version, and `start` says so) fast and atomic, as SQS is:
+// - A cheap clock. The model asks "now" through `unix_time()` (a `datetime` subtraction, ~10 us)
+//   for every message of a queue on every send, receive and attribute read, so each call costs
+//   O(depth) clock reads: 52 ms a message sent into a 1,000-deep queue, minutes to fill or drain
+//   10,000. The replacement returns the same value (seconds since the epoch) from `time.time()`
+//   when called without an argument, as the model always calls it; 200 sends at depth 1,000
+//   take 0.18 s instead of 10.3 s.
+// - The retention check of every received message computes the queue's whole attribute map
+//   (each attribute a scan of the queue) to read one number; it reads that number directly.
+// - One lock per queue around every change to its messages. moto rebuilds or edits the message
+//   list outside the queue's lock in delete, receive (marking received, moving to the DLQ),
+//   change visibility and purge, so a delete beside a send lost the sent message or brought the
+//   deleted one back (DeleteMessageBatch answered success while the message stayed in flight:
+//   `scripts/bench-sources.sh s3` saw 2 of 1,001), and receives beside each other delivered one
+//   message twice or failed with a 500 ("Set changed size during iteration"). They now hold the
+//   lock that adding a message takes (a re-entrant `Condition`, released while a long poll
+//   waits). Lock order is a queue, then its DLQ; no queue here redrives into its own source.
 const WRAPPER: &str = r#"
 import os, sys, threading, time
 def _watch():
     sys.stdin.read()
     os._exit(0)
 threading.Thread(target=_watch, daemon=True).start()
+import moto
 import moto.sqs.models as _sqs
+if moto.__version__ != "5.2.1":
+    sys.exit(3)
 _ms, _s = _sqs.unix_time_millis, _sqs.unix_time
 _sqs.unix_time_millis = lambda dt=None: time.time() * 1000.0 if dt is None else _ms(dt)
 _sqs.unix_time = lambda dt=None: time.time() if dt is None else _s(dt)
-_delete = _sqs.Queue.delete_message
-def _delete_locked(self, receipt_handle):
-    with self._messages_lock:
-        return _delete(self, receipt_handle)
-_sqs.Queue.delete_message = _delete_locked
+_Backend = _sqs.SQSBackend
+_Backend.is_message_valid_based_on_retention_period = lambda self, queue_name, message: (
+    self.get_queue(queue_name).message_retention_period + message.sent_timestamp / 1000 > time.time())
+def _locked(method):
+    def run(self, *args, **kwargs):
+        with self._messages_lock:
+            return method(self, *args, **kwargs)
+    return run
+def _queue_locked(method):
+    def run(self, queue_name, *args, **kwargs):
+        with self.get_queue(queue_name)._messages_lock:
+            return method(self, queue_name, *args, **kwargs)
+    return run
+_sqs.Queue.delete_message = _locked(_sqs.Queue.delete_message)
+for _name in ("receive_message", "change_message_visibility", "purge_queue"):
+    setattr(_Backend, _name, _queue_locked(getattr(_Backend, _name)))
 from moto.server import main
 main(sys.argv[1:])
 "#;
@@ -85,7 +103,7 @@ impl Moto {
                     );
                 }
                 let port = free_port()?;
-                let child = Command::new(&python)
+                let mut child = Command::new(&python)
                     .arg("-c")
                     .arg(WRAPPER)
                     .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -96,7 +114,17 @@ impl Moto {
                     .spawn()
                     .with_context(|| format!("starting moto from {}", python.display()))?;
                 let url = format!("http://127.0.0.1:{port}");
-                wait_ready(&url, Duration::from_secs(30)).await?;
+                if let Err(e) = wait_ready(&url, Duration::from_secs(30)).await {
+                    match child.try_wait() {
+                        Ok(Some(status)) if status.code() == Some(3) => bail!(
+                            "moto in {} is not 5.2.1, the version whose SQS model the sandbox patches \
+                             (tests/requirements.txt; WRAPPER in tests/sandbox/src/moto.rs)",
+                            venv.display()
+                        ),
+                        Ok(Some(status)) => bail!("moto exited ({status}) before it was ready: {e}"),
+                        _ => return Err(e),
+                    }
+                }
                 Ok(Self {
                     url,
                     _child: Some(child),
