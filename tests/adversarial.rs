@@ -289,12 +289,16 @@ async fn a_deactivation_is_reported_even_if_trailguard_dies_before_the_sweep_end
     let mut guard = Guard::start(&world, &config, port, &[]);
     guard.wait_ready().await;
     // The first key is deactivated; trailguard is killed while it verifies (an OOM kill, a
-    // node lost): before the sweep ends.
+    // node lost): before the sweep ends. The kill waits for the deactivation's message to have
+    // left the outbox once (its publish), which proves it was queued with the change: a kill
+    // in the milliseconds between IAM's answer and that write would lose the message (the key
+    // stays deactivated, and the CloudTrail record of the call remains the evidence).
     eventually(Duration::from_secs(60), || async {
-        (world.sb.state().counter("iam.UpdateAccessKey") >= 1).then_some(())
+        let state = world.sb.state();
+        (state.counter("iam.UpdateAccessKey") >= 1 && state.counter("sns.Publish") >= 1).then_some(())
     })
     .await
-    .unwrap_or_else(|| panic!("no deactivation:\n{}", guard.logs()));
+    .unwrap_or_else(|| panic!("no deactivation reported:\n{}", guard.logs()));
     guard.signal("KILL");
     let _ = guard.child.wait();
     assert_eq!(world.sb.state().counter("iam.UpdateAccessKey"), 1);
