@@ -91,20 +91,24 @@ fn evaluate(
 ) -> bool {
     const TAIL: &[u8] = b"{\"Records\":[]";
     for p in pieces {
-        let (error, start, prefix) = match p {
-            Piece::Record(r) => (em.record(&data[r.clone()], name, out), r.start, 0),
+        let tail;
+        let (error, text, start, prefix) = match p {
+            Piece::Record(r) => (
+                em.record(&data[r.clone()], name, out),
+                &data[r.clone()],
+                r.start,
+                0,
+            ),
             Piece::Document(r) => {
                 let mut de = serde_json::Deserializer::from_slice(&data[r.clone()]);
-                (em.documents(&mut de, name, out).unwrap_or(None), r.start, 0)
+                let error = em.documents(&mut de, name, out).unwrap_or(None);
+                (error, &data[r.clone()], r.start, 0)
             }
             Piece::Tail(r) => {
-                let text = [TAIL, &data[r.clone()]].concat();
-                let mut de = serde_json::Deserializer::from_slice(&text);
-                (
-                    em.documents(&mut de, name, out).unwrap_or(None),
-                    r.start,
-                    TAIL.len() as u64,
-                )
+                tail = [TAIL, &data[r.clone()]].concat();
+                let mut de = serde_json::Deserializer::from_slice(&tail);
+                let error = em.documents(&mut de, name, out).unwrap_or(None);
+                (error, &tail[..], r.start, TAIL.len() as u64)
             }
             Piece::Error { at, eof, what } => {
                 let (line, column) = origin.locate(data, *at, *eof);
@@ -117,16 +121,32 @@ fn evaluate(
         if let Some(e) = error {
             em.stats
                 .unreadable
-                .push(located(name, &e, origin.after(&data[..start]), prefix));
+                .push(located(name, &e, text, origin.after(&data[..start]), prefix));
             return true;
         }
     }
     false
 }
 
-/// A parse error in a piece that starts at `origin`, with its line and column in the input.
-fn located(name: &str, e: &serde_json::Error, origin: Origin, prefix: u64) -> String {
-    let (l, col) = (e.line() as u64, e.column() as u64);
+/// A parse error in `text`, a piece that starts at `origin`, with its line and column in the
+/// input.
+fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefix: u64) -> String {
+    let (l, mut col) = (e.line() as u64, e.column() as u64);
+    // serde_json's slice reader places a control character in a string it skips one column
+    // before the character (where it reads the string, and in its stream reader, which the
+    // single-threaded path uses, at it): told by the bytes.
+    if e.to_string().starts_with("control character") {
+        let line_start = text
+            .split_inclusive(|&b| b == b'\n')
+            .take(l.saturating_sub(1) as usize)
+            .map(<[u8]>::len)
+            .sum::<usize>();
+        let at = line_start + col.saturating_sub(1) as usize;
+        let control = |i: usize| text.get(i).is_some_and(|&b| b < 0x20);
+        if !control(at) && control(at + 1) {
+            col += 1;
+        }
+    }
     let line = origin.line + l.saturating_sub(1);
     let column = if l <= 1 {
         (origin.before + col).saturating_sub(prefix)

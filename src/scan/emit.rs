@@ -79,11 +79,6 @@ pub(crate) struct Emitter<'c, 'r> {
     pub stats: Stats,
 }
 
-/// Whether `text` is one JSON value (only validated: what `IgnoredAny` does).
-fn valid(text: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
-}
-
 fn str_of<'a>(s: &'a Scalar<'_>) -> Option<&'a str> {
     match s {
         Scalar::Str(v) => Some(v.as_ref()),
@@ -225,7 +220,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
     /// A record no rule can match is only validated; a record that does not validate is read
     /// as any other, for its error.
     pub(crate) fn record(&mut self, text: &[u8], file: &str, out: &mut Vec<u8>) -> Option<serde_json::Error> {
-        if self.c.prefilter.skips(text) && valid(text) {
+        if self.c.prefilter.skips(text) {
             self.stats.records += 1;
             return None;
         }
@@ -262,7 +257,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            if self.c.prefilter.skips_line(line) && valid(line) {
+            if self.c.prefilter.skips_line(line) {
                 self.stats.records += 1;
                 continue;
             }
@@ -294,8 +289,12 @@ impl<'c, 'r> Emitter<'c, 'r> {
             if let Err(e) = result {
                 return Ok(Some(e));
             }
-            if de.end().is_ok() {
-                return Ok(None);
+            match de.end() {
+                Ok(()) => return Ok(None),
+                // The stream failed after the document (a gzip checksum): that is the error,
+                // not the missing next document.
+                Err(e) if e.is_io() => return Ok(Some(e)),
+                Err(_) => {}
             }
         }
     }

@@ -37,7 +37,9 @@ use std::time::Instant;
 use crate::rules::RuleSet;
 
 mod buffer;
+mod check;
 mod emit;
+mod inflate;
 mod input;
 mod pipeline;
 mod prefilter;
@@ -45,6 +47,7 @@ mod records;
 mod serial;
 mod split;
 
+pub use inflate::Gunzip;
 pub use records::{RecordError, for_each_record};
 
 #[derive(Debug, Default)]

@@ -19,6 +19,7 @@ use std::sync::{Condvar, Mutex, mpsc};
 use super::Stats;
 use super::buffer::{fill, pieces, whole};
 use super::emit::{Compiled, Emitter};
+use super::inflate::Gunzip;
 use super::input::{Input, Shape, head, lines_chunk, shape};
 use super::records::{Cut, ReadError, cut};
 
@@ -26,6 +27,39 @@ use super::records::{Cut, ReadError, cut};
 const WHOLE: usize = 4 << 20;
 /// The size of a job cut from a larger file.
 const CHUNK: usize = 1 << 20;
+
+/// A worker's means to read a small file in one go.
+struct Small {
+    /// The file as it is on disk.
+    raw: Vec<u8>,
+    gunzip: Gunzip,
+}
+
+impl Small {
+    /// A file of fewer than [`WHOLE`] bytes, gzipped (inflated by libdeflate, to fewer than
+    /// [`WHOLE`] bytes) or not, into `buf`; returns how many bytes. `None` for anything else
+    /// (standard input, a larger file, damaged gzip, a read error): the file is then streamed,
+    /// which reports what there is to report.
+    fn read(&mut self, input: &Input, buf: &mut Vec<u8>) -> Option<usize> {
+        let Input::File(path) = input else {
+            return None;
+        };
+        let mut file = std::fs::File::open(path).ok()?;
+        if file.metadata().ok()?.len() >= WHOLE as u64 {
+            return None;
+        }
+        self.raw.clear();
+        (&mut file).take(WHOLE as u64).read_to_end(&mut self.raw).ok()?;
+        if self.raw.len() >= WHOLE {
+            return None;
+        }
+        if self.raw.starts_with(&[0x1f, 0x8b]) {
+            return self.gunzip.inflate(&self.raw, buf, WHOLE);
+        }
+        std::mem::swap(&mut self.raw, buf);
+        Some(buf.len())
+    }
+}
 
 enum Work {
     Lines { data: Vec<u8>, first_line: u64 },
@@ -160,6 +194,10 @@ impl Ctx<'_, '_> {
     fn worker(&self, tx: &mpsc::Sender<Done>) {
         let mut em = Emitter::new(self.c);
         let mut buf = Vec::new();
+        let mut small = Small {
+            raw: Vec::new(),
+            gunzip: Gunzip::new(),
+        };
         loop {
             let task = {
                 let mut s = self.lock();
@@ -181,7 +219,7 @@ impl Ctx<'_, '_> {
             match task {
                 Task::Job(j) => self.run(j, &mut em, tx),
                 Task::File(f) => {
-                    self.file(f, &mut em, &mut buf, tx);
+                    self.file(f, &mut em, &mut buf, &mut small, tx);
                     self.lock().active -= 1;
                     self.cv.notify_all();
                 }
@@ -267,7 +305,14 @@ impl Ctx<'_, '_> {
     }
 
     /// Reads file `f`: whole, or as the reader of its jobs.
-    fn file(&self, f: usize, em: &mut Emitter, buf: &mut Vec<u8>, tx: &mpsc::Sender<Done>) {
+    fn file(
+        &self,
+        f: usize,
+        em: &mut Emitter,
+        buf: &mut Vec<u8>,
+        small: &mut Small,
+        tx: &mpsc::Sender<Done>,
+    ) {
         let name = &self.names[f];
         let mut out = Vec::new();
         let done = |em: &mut Emitter, out, seq| {
@@ -280,6 +325,12 @@ impl Ctx<'_, '_> {
                 broken: false,
             });
         };
+        if let Some(used) = small.read(&self.inputs[f], buf) {
+            em.stats.files = 1;
+            em.stats.bytes = used as u64;
+            whole(em, &buf[..used], name, &mut out, None);
+            return done(em, out, 0);
+        }
         let mut r = match self.inputs[f].open() {
             Ok(r) => r,
             Err(message) => {

@@ -1,5 +1,6 @@
 //! Which records no rule can match, told from their bytes: most records are then only
-//! validated (serde's `IgnoredAny`, the parse-only floor), not read field by field.
+//! validated (by [`check`], which takes two thirds of serde_json's time), not read field by
+//! field.
 //!
 //! A rule compares string fields with literal texts. A record whose JSON has no backslash
 //! (escape) and only ASCII bytes holds each string value byte for byte as written, so a rule
@@ -11,6 +12,7 @@
 
 use aho_corasick::packed::Searcher;
 
+use super::check;
 use crate::rules::RuleSet;
 use crate::rules::pattern::{self, Expr, Literal, Op};
 
@@ -86,23 +88,22 @@ impl Prefilter {
         }
     }
 
-    /// Whether no rule can match the record `text` (one JSON object, not yet validated).
+    /// Whether `text` is a valid record no rule can match: it then needs nothing more.
     pub(crate) fn skips(&self, text: &[u8]) -> bool {
         Self::none_in(self.texts.as_ref(), text)
     }
 
-    /// Whether `line` (one JSON object, not yet validated) is a single record no rule can
-    /// match: it holds no `Records` or `Events` key either.
+    /// Whether `line` is a valid single record no rule can match: it holds no `Records` or
+    /// `Events` key either.
     pub(crate) fn skips_line(&self, line: &[u8]) -> bool {
         Self::none_in(self.texts_or_wrappers.as_ref(), line)
     }
 
+    /// A valid record (an object) of plain ASCII without escapes, in which none of the texts
+    /// appears: [`check::valid`] settles the first three at once.
     fn none_in(searcher: Option<&Searcher>, text: &[u8]) -> bool {
         searcher.is_some_and(|s| {
-            text.trim_ascii_start().first() == Some(&b'{')
-                && text.is_ascii()
-                && memchr::memchr(b'\\', text).is_none()
-                && s.find(text).is_none()
+            text.trim_ascii_start().first() == Some(&b'{') && s.find(text).is_none() && check::valid(text)
         })
     }
 }

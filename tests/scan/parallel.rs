@@ -229,3 +229,103 @@ fn digest_files_and_other_json_next_to_log_files() {
     assert_eq!(r.findings.len(), 6000 / 5 * 3 + 20 / 5 * 3 - 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Small gzip files are inflated in one call (libdeflate) and their records validated by the
+/// fast checker; what either does not settle goes the streaming way. The reports must be those
+/// of the single-threaded path, which streams everything through flate2 and serde_json.
+#[test]
+fn small_gzip_files_read_in_one_go_report_what_the_stream_reports() {
+    let dir = temp_dir();
+    // Several members, one of them empty.
+    let members = [gz(&log_file(0, 30)), gz(b""), gz(&log_file(30, 60))].concat();
+    write(&dir, "a-members.json.gz", &members);
+    // Damaged: the body, the checksum, the size; trailing bytes; cut short.
+    let good = gz(&log_file(60, 90));
+    let n = good.len();
+    let flip = |at: usize| {
+        let mut b = good.clone();
+        b[at] ^= 0x55;
+        b
+    };
+    write(&dir, "b-body.json.gz", &flip(n / 2));
+    write(&dir, "c-crc.json.gz", &flip(n - 6));
+    write(&dir, "d-size.json.gz", &flip(n - 2));
+    write(
+        &dir,
+        "e-trailing.json.gz",
+        &[good.clone(), b"\n\n".to_vec()].concat(),
+    );
+    write(&dir, "f-cut.json.gz", &good[..n - 9]);
+    // Records the fast checker leaves to serde_json: malformed inside balanced brackets (a
+    // bad literal, a raw tab in a string), and matching records spelt with an escape or a
+    // byte over 0x7f.
+    let text = String::from_utf8(log_file(90, 95)).unwrap();
+    let id = "\"eventID\":\"00000000-0000-4000-8000-000000000091\"";
+    assert!(text.contains(id));
+    write(
+        &dir,
+        "g-literal.json.gz",
+        &gz(text.replacen(id, "\"eventID\":tru", 1).as_bytes()),
+    );
+    write(
+        &dir,
+        "h-tab.json.gz",
+        &gz(text.replacen(id, "\"eventID\":\"a\tb\"", 1).as_bytes()),
+    );
+    let escaped = text
+        .replace("\"DisableKey\"", "\"Disable\\u004bey\"")
+        .replace("\"userAgent\":\"", "\"userAgent\":\"caf\u{e9} ");
+    assert_ne!(escaped, text);
+    write(&dir, "i-escaped.json.gz", &gz(escaped.as_bytes()));
+    write(&dir, "j-plain.json", escaped.as_bytes());
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    for f in [
+        "b-body",
+        "c-crc",
+        "d-size",
+        "e-trailing",
+        "f-cut",
+        "g-literal",
+        "h-tab",
+    ] {
+        assert!(
+            r.stderr.contains(&format!("{f}.json.gz:1: ")),
+            "{f}: {}",
+            r.stderr
+        );
+    }
+    assert!(r.stderr.contains("7 unreadable"), "{}", r.stderr);
+    // A bad checksum or size is the error, not the end of the text it stopped.
+    for f in ["c-crc", "d-size"] {
+        assert!(
+            r.stderr
+                .contains(&format!("{f}.json.gz:1: cannot read: corrupt gzip stream")),
+            "{f}: {}",
+            r.stderr
+        );
+    }
+    // The tab's own column, whether serde_json skipped that string or read it.
+    let tab = text.replacen(id, "\"eventID\":\"a\tb\"", 1).find('\t').unwrap() + 1;
+    assert!(
+        r.stderr.contains(&format!("h-tab.json.gz:1: control character (\\u0000-\\u001F) found while parsing a string at line 1 column {tab}")),
+        "{}",
+        r.stderr
+    );
+    let named = text.replacen("\"eventName\":\"", "\"eventName\":\"\t", 1);
+    let tab = named.find('\t').unwrap() + 1;
+    write(&dir, "k-read-field.json.gz", &gz(named.as_bytes()));
+    let k = same(&dir.join("k-read-field.json.gz"));
+    assert!(k.stderr.contains(&format!("column {tab}\n")), "{}", k.stderr);
+    let found = |name: &str| {
+        r.findings
+            .iter()
+            .filter(|f| f["file"].as_str().unwrap().ends_with(name))
+            .count()
+    };
+    assert_eq!(found("a-members.json.gz"), 60 / 5 * 3, "every member read");
+    // The escaped DisableKey still matches, in the gzip file and the plain one.
+    assert_eq!(found("i-escaped.json.gz"), 3);
+    assert_eq!(found("j-plain.json"), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,380 @@
+//! A fast answer to "is this one JSON value?" for records that are plain ASCII without escapes,
+//! the shape of almost every CloudTrail record no rule can match (see `prefilter.rs`).
+//!
+//! In the manner of simdjson: each 64-byte block is classified into bit masks (quotes,
+//! whitespace, structural characters, control bytes); string interiors are found with a prefix
+//! XOR of the quotes (there are no escapes to remove); the tokens left (brackets, colons,
+//! commas, string starts, scalar starts) are visited in order by a small grammar automaton, and
+//! each scalar is checked against JSON's number and literal grammar.
+//!
+//! [`valid`] answers true only for a text that is exactly one JSON value (surrounding
+//! whitespace allowed), as `serde_json::from_slice::<IgnoredAny>` would accept it. It answers
+//! false for anything it does not settle: a backslash, a byte over 0x7f, nesting deeper than
+//! 127, or an invalid text. A caller falls back to serde_json then, which gives the verdict and
+//! the error's position. The tests hold it to serde_json on generated and mutated texts.
+//!
+//! On CloudTrail records it takes about two thirds of serde_json's time (BENCHMARKS.md).
+
+/// Bit i set where byte i of a 64-byte block is: `"`; blank (space, tab, CR, LF); one of
+/// `{}[]:,`; a control byte or one over 0x7f (tab, CR and LF included); a backslash.
+#[derive(Clone, Copy)]
+struct Masks {
+    quote: u64,
+    blank: u64,
+    structural: u64,
+    control: u64,
+    backslash: u64,
+}
+
+// The classifiers are kept out of line: inlined into the token loop, LLVM turned their masks
+// into vectors of single bits and took them apart one by one (five times slower).
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn classify_sse2(block: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::*;
+    let mut m = [0u64; 5];
+    // SAFETY: SSE2 is part of the x86_64 baseline; the loads read 16 bytes inside `block`.
+    unsafe {
+        for i in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * i).cast::<__m128i>());
+            let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+            let low = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            let control = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)); // signed: bytes > 0x7f too
+            let blank = _mm_or_si128(
+                _mm_or_si128(eq(b' '), eq(b'\t')),
+                _mm_or_si128(eq(b'\n'), eq(b'\r')),
+            );
+            let structural = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(low, _mm_set1_epi8(b'{' as i8)),
+                    _mm_cmpeq_epi8(low, _mm_set1_epi8(b'}' as i8)),
+                ),
+                _mm_or_si128(eq(b':'), eq(b',')),
+            );
+            let bits = [eq(b'"'), blank, structural, control, eq(b'\\')];
+            for (k, b) in bits.into_iter().enumerate() {
+                m[k] |= (_mm_movemask_epi8(b) as u16 as u64) << (16 * i);
+            }
+        }
+    }
+    Masks {
+        quote: m[0],
+        blank: m[1],
+        structural: m[2],
+        control: m[3],
+        backslash: m[4],
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+unsafe fn classify_avx2(block: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::*;
+    let (mut quote, mut blank, mut structural, mut control, mut backslash) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for half in 0..2 {
+        // SAFETY: the load reads 32 bytes inside `block`.
+        let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * half).cast::<__m256i>()) };
+        let low = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+        let q = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+        let bs = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+        // Signed: bytes over 0x7f count as control bytes too.
+        let ctl = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), v);
+        let bl = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b' ' as i8)),
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\t' as i8)),
+            ),
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\n' as i8)),
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\r' as i8)),
+            ),
+        );
+        let st = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(low, _mm256_set1_epi8(b'{' as i8)),
+                _mm256_cmpeq_epi8(low, _mm256_set1_epi8(b'}' as i8)),
+            ),
+            _mm256_or_si256(
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)),
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b',' as i8)),
+            ),
+        );
+        let shift = 32 * half;
+        quote |= (_mm256_movemask_epi8(q) as u32 as u64) << shift;
+        backslash |= (_mm256_movemask_epi8(bs) as u32 as u64) << shift;
+        control |= (_mm256_movemask_epi8(ctl) as u32 as u64) << shift;
+        blank |= (_mm256_movemask_epi8(bl) as u32 as u64) << shift;
+        structural |= (_mm256_movemask_epi8(st) as u32 as u64) << shift;
+    }
+    Masks {
+        quote,
+        blank,
+        structural,
+        control,
+        backslash,
+    }
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn classify_portable(block: &[u8; 64]) -> Masks {
+    let mut m = Masks {
+        quote: 0,
+        blank: 0,
+        structural: 0,
+        control: 0,
+        backslash: 0,
+    };
+    for (i, &b) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        match b {
+            b'"' => m.quote |= bit,
+            b'\\' => m.backslash |= bit,
+            b' ' => m.blank |= bit,
+            b'\t' | b'\n' | b'\r' => {
+                m.blank |= bit;
+                m.control |= bit;
+            }
+            b'{' | b'}' | b'[' | b']' | b':' | b',' => m.structural |= bit,
+            _ if !(0x20..=0x7f).contains(&b) => m.control |= bit,
+            _ => {}
+        }
+    }
+    m
+}
+
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+// Token classes.
+const QUOTE: u8 = 0;
+const OPEN_OBJECT: u8 = 1;
+const OPEN_ARRAY: u8 = 2;
+const CLOSE_OBJECT: u8 = 3;
+const CLOSE_ARRAY: u8 = 4;
+const COLON: u8 = 5;
+const COMMA: u8 = 6;
+const SCALAR: u8 = 7;
+
+const CLASS: [u8; 256] = {
+    let mut t = [SCALAR; 256];
+    t[b'"' as usize] = QUOTE;
+    t[b'{' as usize] = OPEN_OBJECT;
+    t[b'[' as usize] = OPEN_ARRAY;
+    t[b'}' as usize] = CLOSE_OBJECT;
+    t[b']' as usize] = CLOSE_ARRAY;
+    t[b':' as usize] = COLON;
+    t[b',' as usize] = COMMA;
+    t
+};
+
+// States: what the next token may be.
+/// A value (the start, after `:`, after `,` in an array).
+const VALUE: u8 = 0;
+/// A value or `]` (just after `[`).
+const FIRST_ELEMENT: u8 = 1;
+/// A key or `}` (just after `{`).
+const FIRST_KEY: u8 = 2;
+/// A key (after `,` in an object).
+const KEY: u8 = 3;
+/// `:` after a key.
+const COLON_NEXT: u8 = 4;
+/// `,` or the end of the container (at the top: nothing more).
+const NEXT: u8 = 5;
+/// Not JSON; stays so.
+const ERROR: u8 = 6;
+
+/// Contexts: the innermost open container.
+const IN_ARRAY: usize = 0;
+const IN_OBJECT: usize = 1;
+const AT_TOP: usize = 2;
+
+/// The next state for (context, state, class). Brackets also move the stack (done by the
+/// caller, who checks that a closing bracket matches).
+const STEP: [[[u8; 8]; 8]; 3] = {
+    let mut t = [[[ERROR; 8]; 8]; 3];
+    let mut c = 0;
+    while c < 3 {
+        let mut v = 0;
+        while v < 2 {
+            // VALUE and FIRST_ELEMENT.
+            t[c][v][QUOTE as usize] = NEXT;
+            t[c][v][SCALAR as usize] = NEXT;
+            t[c][v][OPEN_OBJECT as usize] = FIRST_KEY;
+            t[c][v][OPEN_ARRAY as usize] = FIRST_ELEMENT;
+            v += 1;
+        }
+        t[c][FIRST_KEY as usize][QUOTE as usize] = COLON_NEXT;
+        t[c][KEY as usize][QUOTE as usize] = COLON_NEXT;
+        t[c][COLON_NEXT as usize][COLON as usize] = VALUE;
+        c += 1;
+    }
+    // Closing: the state after the pop is NEXT whatever the outer context.
+    t[IN_ARRAY][FIRST_ELEMENT as usize][CLOSE_ARRAY as usize] = NEXT;
+    t[IN_ARRAY][NEXT as usize][CLOSE_ARRAY as usize] = NEXT;
+    t[IN_ARRAY][NEXT as usize][COMMA as usize] = VALUE;
+    t[IN_OBJECT][FIRST_KEY as usize][CLOSE_OBJECT as usize] = NEXT;
+    t[IN_OBJECT][NEXT as usize][CLOSE_OBJECT as usize] = NEXT;
+    t[IN_OBJECT][NEXT as usize][COMMA as usize] = KEY;
+    t
+};
+
+/// Classes that need more than a table step: brackets (the stack) and scalars (their text).
+const SPECIAL: u8 = 1 << OPEN_OBJECT | 1 << OPEN_ARRAY | 1 << CLOSE_OBJECT | 1 << CLOSE_ARRAY | 1 << SCALAR;
+
+/// Whether `text` is exactly one JSON value with optional surrounding whitespace; false also
+/// when it holds a backslash, a byte over 0x7f or nesting deeper than 127 (not settled here).
+pub(crate) fn valid(text: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected at run time.
+            return unsafe { valid_avx2(text) };
+        }
+        valid_with(text, classify_sse2)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    valid_with(text, classify_portable)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn valid_avx2(text: &[u8]) -> bool {
+    // SAFETY: this function runs only where AVX2 is.
+    valid_with(text, |b| unsafe { classify_avx2(b) })
+}
+
+#[inline(always)]
+fn valid_with(text: &[u8], classify: impl Fn(&[u8; 64]) -> Masks) -> bool {
+    let mut state = VALUE;
+    let mut context = AT_TOP;
+    // Open containers, innermost in bit 0: 1 for an object, 0 for an array.
+    let mut stack: u128 = 0;
+    let mut depth = 0u32;
+    let mut bad = false;
+    // Whether the previous block ended inside a string, or in a scalar.
+    let mut in_string = 0u64;
+    let mut in_scalar = 0u64;
+    let mut base = 0;
+    while base < text.len() {
+        let n = (text.len() - base).min(64);
+        let m = match text[base..].first_chunk::<64>() {
+            Some(block) => classify(block),
+            None => {
+                let mut block = [b' '; 64];
+                block[..n].copy_from_slice(&text[base..]);
+                classify(&block)
+            }
+        };
+        // Set from an opening quote up to (not including) its closing quote.
+        let string = prefix_xor(m.quote) ^ in_string;
+        in_string = ((string as i64) >> 63) as u64;
+        let outside = !(string | m.quote);
+        // No backslash (not settled here); control bytes (and bytes over 0x7f): none in
+        // strings, only blanks outside.
+        if m.backslash | (m.control & (string | !m.blank)) != 0 {
+            return false;
+        }
+        let scalar = outside & !m.blank & !m.structural;
+        let scalar_starts = scalar & !((scalar << 1) | in_scalar);
+        in_scalar = scalar >> 63;
+        let mut tokens = (m.structural & outside) | (m.quote & string) | scalar_starts;
+        let block = &text[base..base + n];
+        while tokens != 0 {
+            let at = tokens.trailing_zeros() as usize;
+            tokens &= tokens - 1;
+            // `at < n`: the padding past `n` is blanks, which are never tokens.
+            let class = CLASS[block[at] as usize];
+            let next = STEP[context][state as usize][class as usize];
+            if SPECIAL >> class & 1 != 0 {
+                match class {
+                    OPEN_OBJECT | OPEN_ARRAY => {
+                        if depth == 127 {
+                            return false;
+                        }
+                        let object = class == OPEN_OBJECT;
+                        stack = (stack << 1) | u128::from(object);
+                        depth += 1;
+                        context = object as usize;
+                    }
+                    CLOSE_OBJECT | CLOSE_ARRAY => {
+                        // A close allowed in `context` matches it (the table says so).
+                        if depth == 0 {
+                            return false;
+                        }
+                        stack >>= 1;
+                        depth -= 1;
+                        context = if depth == 0 { AT_TOP } else { (stack & 1) as usize };
+                    }
+                    _ => bad |= !scalar_ok(&text[base + at..]),
+                }
+            }
+            state = next;
+        }
+        if bad || state == ERROR {
+            return false;
+        }
+        base += n;
+    }
+    state == NEXT && context == AT_TOP && in_string == 0
+}
+
+/// Whether the scalar at the start of `s` (up to the next blank, structural character or quote,
+/// or the end) is a JSON number, `true`, `false` or `null`.
+fn scalar_ok(s: &[u8]) -> bool {
+    let end = s
+        .iter()
+        .position(|c| {
+            matches!(
+                c,
+                b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+            )
+        })
+        .unwrap_or(s.len());
+    let s = &s[..end];
+    match s {
+        b"true" | b"false" | b"null" => true,
+        _ => number(s),
+    }
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, the whole of `s`.
+fn number(s: &[u8]) -> bool {
+    let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(&s[i..]),
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        let d = digits(&s[i + 1..]);
+        if d == 0 {
+            return false;
+        }
+        i += 1 + d;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let d = digits(&s[i..]);
+        if d == 0 {
+            return false;
+        }
+        i += d;
+    }
+    i == s.len()
+}
+
+#[cfg(test)]
+#[path = "check_tests.rs"]
+mod tests;

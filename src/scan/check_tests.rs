@@ -1,0 +1,220 @@
+//! [`super::valid`] held to serde_json.
+
+use super::*;
+use proptest::prelude::*;
+
+fn serde_ok(text: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// Every classifier this processor has gives the same verdict.
+fn verdicts(text: &[u8]) -> bool {
+    let v = valid(text);
+    assert_eq!(
+        valid_with(text, classify_portable),
+        v,
+        "portable: {:?}",
+        String::from_utf8_lossy(text)
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        valid_with(text, classify_sse2),
+        v,
+        "SSE2: {:?}",
+        String::from_utf8_lossy(text)
+    );
+    v
+}
+
+#[test]
+fn valid_texts_are_valid_and_others_are_not() {
+    let long = format!(
+        "{{\"a\":\"{}\",\"b\":[{}1]}}",
+        "x{[,:]}".repeat(40),
+        "0,".repeat(100)
+    );
+    let deep_ok = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    for good in [
+        "{}",
+        "[]",
+        " { } ",
+        "\t[\r\n]\n",
+        "1",
+        "-0",
+        "0.5",
+        "-12.25e+3",
+        "1E-7",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"a b:{}[],\"",
+        r#"{"a":1,"b":[true,false,null,{"c":"d"}],"e":{}}"#,
+        r#"[1,[2,[3,[]]],{"x":[]}]"#,
+        &long,
+        &deep_ok,
+    ] {
+        assert!(serde_ok(good.as_bytes()), "serde: {good}");
+        assert!(verdicts(good.as_bytes()), "{good}");
+    }
+    let deep = format!("{}{}", "[".repeat(128), "]".repeat(128));
+    for bad in [
+        "",
+        " ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "{]",
+        "[}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\" 1}",
+        "{1:2}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "{\"a\":1 \"b\":2}",
+        "\"a\" \"b\"",
+        "1 2",
+        "{}{}",
+        "{},",
+        "[]]",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "1e",
+        "1e+",
+        "--1",
+        "0x1",
+        "tru",
+        "truee",
+        "nul",
+        "True",
+        "1true",
+        "\"abc",
+        "\"a\"b",
+        "a",
+        "[\"a\tb\"]",
+        "[\"\u{1}\"]",
+        "[1]\u{0}",
+        "[\"\\n\"]",
+        "[\"é\"]",
+        "{\"a\":1}\u{7f}",
+        &deep,
+        "[1]x",
+        "{\"a\"::1}",
+        "{:1}",
+    ] {
+        assert!(!verdicts(bad.as_bytes()), "{bad:?}");
+    }
+}
+
+#[test]
+fn real_cloudtrail_records_are_settled_and_their_prefixes_are_not() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cloudtrail");
+    let (mut plain, mut others) = (0, 0);
+    for source in std::fs::read_dir(dir).unwrap() {
+        let source = source.unwrap().path();
+        if !source.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(source).unwrap() {
+            let text = std::fs::read(file.unwrap().path()).unwrap();
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let records = match &value {
+                serde_json::Value::Object(o) if o.contains_key("Records") => {
+                    o["Records"].as_array().cloned().unwrap_or_default()
+                }
+                serde_json::Value::Array(a) => a.clone(),
+                v => vec![v.clone()],
+            };
+            for r in records {
+                let compact = serde_json::to_vec(&r).unwrap();
+                let pretty = serde_json::to_vec_pretty(&r).unwrap();
+                for text in [&compact, &pretty] {
+                    if text.is_ascii() && !text.contains(&b'\\') {
+                        assert!(verdicts(text), "{}", String::from_utf8_lossy(text));
+                        plain += 1;
+                    } else {
+                        assert!(!verdicts(text));
+                        others += 1;
+                    }
+                }
+                // Every prefix of the first records (quadratic: a few are enough).
+                if plain < 40 && compact.is_ascii() && !compact.contains(&b'\\') {
+                    for end in 0..compact.len() - 1 {
+                        assert!(!verdicts(&compact[..end]), "prefix of {end}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        plain > 500 && others > 0,
+        "{plain} plain records, {others} others"
+    );
+}
+
+/// A JSON value without escapes or bytes over 0x7f once written, up to `depth` deep.
+fn value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let text = "[ -!#-\\[\\]-~]{0,90}"; // printable ASCII but `"` and `\`
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        text.prop_map(Value::String),
+    ];
+    leaf.prop_recursive(depth, 96, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map("[ -!#-\\[\\]-~]{0,20}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Bytes a mutation may write: everything the automaton tells apart.
+const ALPHABET: &[u8] = b"{}[]:,\" \t\n\r\\0123456789-+.eEtrufalsn\x01\x7f\xc3";
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
+        ..ProptestConfig::default()
+    })]
+
+    /// Never valid where serde_json is not; valid wherever serde_json is and the text is
+    /// plain (ASCII, no escape, 127 levels at most).
+    #[test]
+    fn agrees_with_serde_json(
+        v in value(6),
+        pretty in any::<bool>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0..ALPHABET.len(), 0..3u8), 0..4),
+    ) {
+        let mut text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+        for (at, byte, how) in &edits {
+            let i = at.index(text.len() + 1);
+            match how {
+                0 => text.insert(i, ALPHABET[*byte]),
+                1 if i < text.len() => { text.remove(i); }
+                _ if i < text.len() => text[i] = ALPHABET[*byte],
+                _ => {}
+            }
+        }
+        let fast = verdicts(&text);
+        let slow = serde_ok(&text);
+        prop_assert!(!fast || slow, "valid here, not for serde_json: {:?}", String::from_utf8_lossy(&text));
+        if slow && text.is_ascii() && !text.contains(&b'\\') {
+            prop_assert!(fast, "not settled: {:?}", String::from_utf8_lossy(&text));
+        }
+    }
+}
