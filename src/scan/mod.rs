@@ -12,11 +12,12 @@
 //!
 //! Two paths give the same output:
 //! - parallel (the default; `pipeline.rs`): files are spread over worker threads, each file of
-//!   up to 4 MiB decompressed read and evaluated whole by one worker; a larger file is cut by
-//!   one worker into 1 MiB buffers of whole records or lines (`records.rs`, `split.rs`) that
-//!   every worker evaluates. Output is written in input order; every queue is bounded.
-//!   A record (or single-record line) that no rule can match, told from its bytes
-//!   (`prefilter.rs`), is only validated, not read field by field.
+//!   up to 4 MiB decompressed read and evaluated whole by one worker (a gzip file inflated in
+//!   one libdeflate call, `inflate.rs`); a larger file is cut by one worker into 1 MiB buffers
+//!   of whole records or lines (`records.rs`, `split.rs`) that every worker evaluates. Output is
+//!   written in input order; every queue is bounded. A record (or single-record line) that no
+//!   rule can match, told from its bytes (`prefilter.rs`), is only validated (`check.rs`, a
+//!   SIMD validator; serde_json for what it does not settle), not read field by field.
 //! - single-threaded (`TRAILGUARD_SCAN_THREADS=1`, and [`Scanner::scan_reader`]): each input in
 //!   order through serde_json's streaming parser (`serial.rs`).
 //!

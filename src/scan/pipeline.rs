@@ -2,7 +2,8 @@
 //! and the calling thread writes their output in input order.
 //!
 //! A worker takes the next file (at most 64 files per worker past the oldest one not yet written)
-//! and reads up to [`WHOLE`] bytes of it, decompressed. A file that ends within that is scanned
+//! and reads up to [`WHOLE`] bytes of it, decompressed (a smaller gzip file in one libdeflate
+//! call; anything libdeflate refuses through flate2's stream). A file that ends within that is scanned
 //! there, whole: one document through serde_json from a slice, or its lines. A larger file
 //! waits until every file before it is written (helping with jobs meanwhile), then its worker
 //! becomes its reader: it cuts it into [`CHUNK`]-sized jobs of whole records (a document, by
