@@ -329,3 +329,36 @@ fn small_gzip_files_read_in_one_go_report_what_the_stream_reports() {
     assert_eq!(found("j-plain.json"), 3);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Sets FHCRC in a one-member gzip file from [`gz`] and inserts a header CRC-16, the right one
+/// (the low 16 bits of the header's CRC-32) or a wrong one.
+fn with_header_crc(gz: &[u8], right: bool) -> Vec<u8> {
+    let mut header = gz[..10].to_vec();
+    header[3] |= 0x02;
+    let mut crc = flate2::Crc::new();
+    crc.update(&header);
+    let sum = (crc.sum() as u16) ^ if right { 0 } else { 0x5a5a };
+    [&header[..], &sum.to_le_bytes(), &gz[10..]].concat()
+}
+
+/// A header CRC (FHCRC) is checked by flate2's stream, not by libdeflate: a file whose header
+/// CRC is wrong must be reported on both paths, not read by the parallel one alone.
+#[test]
+fn a_gzip_header_crc_is_checked_on_both_paths() {
+    let dir = temp_dir();
+    let good = gz(&log_file(0, 20));
+    write(&dir, "a-right.json.gz", &with_header_crc(&good, true));
+    write(&dir, "b-wrong.json.gz", &with_header_crc(&good, false));
+    // A wrong header CRC in the second member: the first member's records are read.
+    let second = with_header_crc(&gz(&log_file(20, 40)), false);
+    write(&dir, "c-second.json.gz", &[good.clone(), second].concat());
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("b-wrong.json.gz:1: cannot read: "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("2 unreadable"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
