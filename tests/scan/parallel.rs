@@ -362,3 +362,43 @@ fn a_gzip_header_crc_is_checked_on_both_paths() {
     assert!(r.stderr.contains("2 unreadable"), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A named pipe given as a path: what a worker reads of it cannot be read again, so it must
+/// take the stream's way (which reports it as the single-threaded path does), not be read
+/// whole by the small-file path.
+#[test]
+fn a_named_pipe_is_read_as_the_single_threaded_path_reads_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = temp_dir();
+    let fifo = dir.join("pipe.json");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every open of the pipe for reading gets the whole log file, then its end.
+    let writer = {
+        let (fifo, stop) = (fifo.clone(), stop.clone());
+        let data = log_file(0, 20);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = f.write_all(&data);
+                }
+            }
+        })
+    };
+    let r = same(&fifo);
+    stop.store(true, Ordering::SeqCst);
+    // Release the writer if it waits for a reader (without waiting for a writer).
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000;
+    drop(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo),
+    );
+    writer.join().unwrap();
+    assert!(r.stderr.contains("pipe.json:1: cannot read: "), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
