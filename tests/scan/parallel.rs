@@ -402,3 +402,39 @@ fn a_named_pipe_is_read_as_the_single_threaded_path_reads_it() {
     assert!(r.stderr.contains("pipe.json:1: cannot read: "), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A raw newline in a string: the stream reader places it at the start of the next line
+/// (column 0), where serde_json's slice reader also places it in a string it reads; in a string
+/// it skips, the slice reader placed it before the newline. Both paths give the same place.
+#[test]
+fn a_raw_newline_in_a_string_is_placed_as_the_stream_places_it() {
+    let dir = temp_dir();
+    let text = String::from_utf8(log_file(0, 5)).unwrap();
+    let id = "\"eventID\":\"00000000-0000-4000-8000-000000000001\"";
+    assert!(text.contains(id));
+    // In a field no rule reads (skipped by serde_json), and in one they read.
+    write(
+        &dir,
+        "a-skipped.json",
+        text.replacen(id, "\"eventID\":\"a\nb\"", 1).as_bytes(),
+    );
+    write(
+        &dir,
+        "b-read.json",
+        text.replacen("\"eventName\":\"", "\"eventName\":\"\n", 1)
+            .as_bytes(),
+    );
+    // On a later line of a pretty document.
+    let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text).unwrap()).unwrap();
+    let id = "\"eventID\": \"00000000-0000-4000-8000-000000000001\"";
+    assert!(pretty.contains(id));
+    write(
+        &dir,
+        "c-pretty.json",
+        pretty.replacen(id, "\"eventID\": \"a\nb\"", 1).as_bytes(),
+    );
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("3 unreadable"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
