@@ -131,10 +131,11 @@ fn evaluate(
 /// A parse error in `text`, a piece that starts at `origin`, with its line and column in the
 /// input.
 fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefix: u64) -> String {
-    let (l, mut col) = (e.line() as u64, e.column() as u64);
+    let (mut l, mut col) = (e.line() as u64, e.column() as u64);
     // serde_json's slice reader places a control character in a string it skips one column
     // before the character (where it reads the string, and in its stream reader, which the
-    // single-threaded path uses, at it): told by the bytes.
+    // single-threaded path uses, at it, and a newline at column 0 of the next line): told by
+    // the bytes.
     if e.to_string().starts_with("control character") {
         let line_start = text
             .split_inclusive(|&b| b == b'\n')
@@ -144,7 +145,11 @@ fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefi
         let at = line_start + col.saturating_sub(1) as usize;
         let control = |i: usize| text.get(i).is_some_and(|&b| b < 0x20);
         if !control(at) && control(at + 1) {
-            col += 1;
+            (l, col) = if text[at + 1] == b'\n' {
+                (l + 1, 0)
+            } else {
+                (l, col + 1)
+            };
         }
     }
     let line = origin.line + l.saturating_sub(1);

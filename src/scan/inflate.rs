@@ -11,6 +11,9 @@ use libdeflate_sys::{
     libdeflate_gzip_decompress_ex, libdeflate_result_LIBDEFLATE_SUCCESS,
 };
 
+/// The gzip header flag for a CRC-16 of the header.
+const FHCRC: u8 = 0x02;
+
 /// One thread's decompressor of whole gzip files (the inflate of `trailguard scan`).
 pub struct Gunzip {
     d: NonNull<libdeflate_decompressor>,
@@ -46,6 +49,11 @@ impl Gunzip {
         while read < gz.len() {
             let (mut consumed, mut written) = (0usize, 0usize);
             let (input, output) = (&gz[read..], &mut out[used..limit]);
+            // libdeflate skips a header CRC (FHCRC) without checking it; flate2 checks it. A
+            // member that has one is left to the stream, which reports it when it is wrong.
+            if input.get(3).is_some_and(|flags| flags & FHCRC != 0) {
+                return None;
+            }
             // SAFETY: the pointers and lengths describe `input` and `output`, which outlive
             // the call; libdeflate writes at most `output.len()` bytes and sets both counts.
             let result = unsafe {
@@ -140,12 +148,19 @@ mod tests {
         body[n / 2] ^= 0xff;
         let trailing = [gz.clone(), b"garbage".to_vec()].concat();
         let padded = [gz.clone(), vec![0; 16]].concat();
+        // A header CRC, wrong (libdeflate would not check it), in the first or a later member.
+        let mut header_crc = gz[..10].to_vec();
+        header_crc[3] |= FHCRC;
+        let header_crc = [&header_crc[..], &[0, 0], &gz[10..]].concat();
+        let second_crc = [gz.clone(), header_crc.clone()].concat();
         for (what, bad) in [
             ("checksum", checksum),
             ("size", size),
             ("body", body),
             ("trailing bytes", trailing),
             ("zero padding", padded),
+            ("header CRC", header_crc),
+            ("second member's header CRC", second_crc),
             ("truncated", gz[..n - 3].to_vec()),
             ("not gzip", b"{\"Records\":[]}".to_vec()),
             ("empty", Vec::new()),

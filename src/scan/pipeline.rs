@@ -37,16 +37,23 @@ struct Small {
 }
 
 impl Small {
-    /// A file of fewer than [`WHOLE`] bytes, gzipped (inflated by libdeflate, to fewer than
-    /// [`WHOLE`] bytes) or not, into `buf`; returns how many bytes. `None` for anything else
-    /// (standard input, a larger file, damaged gzip, a read error): the file is then streamed,
-    /// which reports what there is to report.
+    /// A regular file of fewer than [`WHOLE`] bytes, gzipped (inflated by libdeflate, to fewer
+    /// than [`WHOLE`] bytes) or not, into `buf`; returns how many bytes. `None` for anything
+    /// else (standard input, a named pipe or device, a larger file, damaged gzip, a read
+    /// error): the file is then opened again and streamed, which reports what there is to
+    /// report. Only a regular file can be read twice: what was read of a pipe is gone.
     fn read(&mut self, input: &Input, buf: &mut Vec<u8>) -> Option<usize> {
         let Input::File(path) = input else {
             return None;
         };
+        // Told before opening: opening a named pipe waits for a writer, and a writer that
+        // writes once would be gone when the stream opens it again.
+        if !std::fs::metadata(path).ok()?.is_file() {
+            return None;
+        }
         let mut file = std::fs::File::open(path).ok()?;
-        if file.metadata().ok()?.len() >= WHOLE as u64 {
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() >= WHOLE as u64 {
             return None;
         }
         self.raw.clear();

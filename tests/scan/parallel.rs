@@ -329,3 +329,112 @@ fn small_gzip_files_read_in_one_go_report_what_the_stream_reports() {
     assert_eq!(found("j-plain.json"), 3);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Sets FHCRC in a one-member gzip file from [`gz`] and inserts a header CRC-16, the right one
+/// (the low 16 bits of the header's CRC-32) or a wrong one.
+fn with_header_crc(gz: &[u8], right: bool) -> Vec<u8> {
+    let mut header = gz[..10].to_vec();
+    header[3] |= 0x02;
+    let mut crc = flate2::Crc::new();
+    crc.update(&header);
+    let sum = (crc.sum() as u16) ^ if right { 0 } else { 0x5a5a };
+    [&header[..], &sum.to_le_bytes(), &gz[10..]].concat()
+}
+
+/// A header CRC (FHCRC) is checked by flate2's stream, not by libdeflate: a file whose header
+/// CRC is wrong must be reported on both paths, not read by the parallel one alone.
+#[test]
+fn a_gzip_header_crc_is_checked_on_both_paths() {
+    let dir = temp_dir();
+    let good = gz(&log_file(0, 20));
+    write(&dir, "a-right.json.gz", &with_header_crc(&good, true));
+    write(&dir, "b-wrong.json.gz", &with_header_crc(&good, false));
+    // A wrong header CRC in the second member: the first member's records are read.
+    let second = with_header_crc(&gz(&log_file(20, 40)), false);
+    write(&dir, "c-second.json.gz", &[good.clone(), second].concat());
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("b-wrong.json.gz:1: cannot read: "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("2 unreadable"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A named pipe given as a path: what a worker reads of it cannot be read again, so it must
+/// take the stream's way (which reports it as the single-threaded path does), not be read
+/// whole by the small-file path.
+#[test]
+fn a_named_pipe_is_read_as_the_single_threaded_path_reads_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = temp_dir();
+    let fifo = dir.join("pipe.json");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every open of the pipe for reading gets the whole log file, then its end.
+    let writer = {
+        let (fifo, stop) = (fifo.clone(), stop.clone());
+        let data = log_file(0, 20);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = f.write_all(&data);
+                }
+            }
+        })
+    };
+    let r = same(&fifo);
+    stop.store(true, Ordering::SeqCst);
+    // Release the writer if it waits for a reader (without waiting for a writer).
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000;
+    drop(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo),
+    );
+    writer.join().unwrap();
+    assert!(r.stderr.contains("pipe.json:1: cannot read: "), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A raw newline in a string: the stream reader places it at the start of the next line
+/// (column 0), where serde_json's slice reader also places it in a string it reads; in a string
+/// it skips, the slice reader placed it before the newline. Both paths give the same place.
+#[test]
+fn a_raw_newline_in_a_string_is_placed_as_the_stream_places_it() {
+    let dir = temp_dir();
+    let text = String::from_utf8(log_file(0, 5)).unwrap();
+    let id = "\"eventID\":\"00000000-0000-4000-8000-000000000001\"";
+    assert!(text.contains(id));
+    // In a field no rule reads (skipped by serde_json), and in one they read.
+    write(
+        &dir,
+        "a-skipped.json",
+        text.replacen(id, "\"eventID\":\"a\nb\"", 1).as_bytes(),
+    );
+    write(
+        &dir,
+        "b-read.json",
+        text.replacen("\"eventName\":\"", "\"eventName\":\"\n", 1)
+            .as_bytes(),
+    );
+    // On a later line of a pretty document.
+    let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text).unwrap()).unwrap();
+    let id = "\"eventID\": \"00000000-0000-4000-8000-000000000001\"";
+    assert!(pretty.contains(id));
+    write(
+        &dir,
+        "c-pretty.json",
+        pretty.replacen(id, "\"eventID\": \"a\nb\"", 1).as_bytes(),
+    );
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("3 unreadable"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
