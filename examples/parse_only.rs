@@ -123,8 +123,10 @@ fn documents(args: &[String]) -> (u64, u64) {
                     std::fs::File::open(p)
                         .and_then(|mut f| f.read_to_end(&mut raw))
                         .expect("read");
-                    let text = match (stream, gunzip.inflate(&raw, &mut buf, 4 << 20)) {
-                        (false, Some(n)) => &buf[..n],
+                    let gzip = raw.starts_with(&[0x1f, 0x8b]);
+                    let text = match (gzip, stream, gunzip.inflate(&raw, &mut buf, 4 << 20)) {
+                        (false, ..) => &raw[..],
+                        (true, false, Some(n)) => &buf[..n],
                         _ => {
                             buf.clear();
                             open(p).read_to_end(&mut buf).expect("read");

@@ -134,6 +134,31 @@ mod tests {
         assert!(g.inflate(&gzip(&[&big]), &mut out, 300_001).is_some());
     }
 
+    /// Where libdeflate is more lenient than zlib: a dynamic Huffman block whose only code is
+    /// end-of-block, written as bit 1 (zlib: "invalid literal/length code"; libdeflate decodes
+    /// either bit as that one code). Only a crafted file has it; its records are read by the
+    /// parallel path, and the single-threaded path reports the file (BENCHMARKS.md).
+    #[test]
+    fn a_single_code_huffman_block_is_read_where_zlib_refuses_it() {
+        let head = "1f8b08000000000000ff04c0810800000000207feb1b";
+        let mut gz: Vec<u8> = (0..head.len() / 2)
+            .map(|i| u8::from_str_radix(&head[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let text = b"{\"Records\":[{\"eventName\":\"DisableKey\"}]}";
+        let n = text.len() as u16;
+        gz.extend(n.to_le_bytes());
+        gz.extend((!n).to_le_bytes());
+        gz.extend(text);
+        let mut crc = flate2::Crc::new();
+        crc.update(text);
+        gz.extend(crc.sum().to_le_bytes());
+        gz.extend((text.len() as u32).to_le_bytes());
+        assert!(streamed(&gz).is_err(), "zlib refuses it");
+        let mut out = Vec::new();
+        let got = Gunzip::new().inflate(&gz, &mut out, 1 << 20);
+        assert_eq!(got.map(|n| &out[..n]), Some(&text[..]));
+    }
+
     #[test]
     fn damaged_files_are_left_to_the_streaming_decoder() {
         let mut g = Gunzip::new();
