@@ -124,10 +124,11 @@ fn documents(args: &[String]) -> (u64, u64) {
                         .and_then(|mut f| f.read_to_end(&mut raw))
                         .expect("read");
                     let gzip = raw.starts_with(&[0x1f, 0x8b]);
-                    let text = match (gzip, stream, gunzip.inflate(&raw, &mut buf, 4 << 20)) {
-                        (false, ..) => &raw[..],
-                        (true, false, Some(n)) => &buf[..n],
-                        _ => {
+                    let inflated = (gzip && !stream).then(|| gunzip.inflate(&raw, &mut buf, 4 << 20));
+                    let text = match (gzip, inflated.flatten()) {
+                        (false, _) => &raw[..],
+                        (true, Some(n)) => &buf[..n],
+                        (true, None) => {
                             buf.clear();
                             open(p).read_to_end(&mut buf).expect("read");
                             &buf[..]
