@@ -12,9 +12,11 @@ venv="${TRAILGUARD_VENV:-$root/.venv}"
 req="$here/requirements.txt"
 
 # Debian packages the tests use: promtool (package prometheus) checks metrics and alert rules,
-# umoci assembles the container image, systemd-analyze checks the unit.
+# umoci assembles the container image, systemd-analyze checks the unit; a C compiler builds
+# the C parts of the build (libdeflate for scan, aws-lc and ring for TLS).
 # Installed when missing and we may (root, as in CI); otherwise say what to install.
 missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
