@@ -67,10 +67,8 @@ struct Bench {
     _dir: tempfile::TempDir,
 }
 
-fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, jobs) = mpsc::unbounded_channel();
-    let source = QueueSource {
+fn source(kind: SourceKind, max_in_flight: usize) -> QueueSource {
+    QueueSource {
         kind,
         name: "test".into(),
         queue_url: "https://sqs.eu-west-1.amazonaws.com/111122223333/q".into(),
@@ -79,9 +77,13 @@ fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
         max_messages: 10,
         wait_time: Duration::from_secs(1),
         visibility_timeout: Duration::from_secs(30),
-        max_in_flight: 100,
-    };
-    let shared = Shared {
+        max_in_flight,
+    }
+}
+
+/// What the consumers share, with the state in `dir` and the jobs to `tx`.
+fn shared(dir: &tempfile::TempDir, tx: mpsc::UnboundedSender<Job>, scope: Scope) -> Shared {
+    Shared {
         rules: Arc::new(RuleSet::builtin()),
         store: Arc::new(Store::open(dir.path(), false).unwrap()),
         health: Health::new(&[], Duration::from_secs(60)),
@@ -90,7 +92,14 @@ fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
         seen: Arc::default(),
         acks: Acks::default(),
         scope,
-    };
+    }
+}
+
+fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, jobs) = mpsc::unbounded_channel();
+    let source = source(kind, 100);
+    let shared = shared(&dir, tx, scope);
     Bench {
         consumer: Consumer {
             source,
@@ -201,4 +210,82 @@ async fn a_forged_eventbridge_event_makes_no_job() {
         .await;
     let ids: Vec<&str> = jobs.iter().map(|j| j.finding.event_id.as_str()).collect();
     assert_eq!(ids, ["g-1"], "only the genuine event makes a job");
+}
+
+/// A queue that hands out its batches in turn, then long-polls empty; it records when each
+/// delete call came.
+struct Scripted {
+    batches: Mutex<Vec<Vec<QueueMessage>>>,
+    deletes: Arc<Mutex<Vec<Duration>>>,
+    start: Instant,
+}
+
+impl QueueApi for Scripted {
+    async fn receive(&self, _: i32, wait: Duration, _: Duration) -> Result<Vec<QueueMessage>, AwsError> {
+        let next = self.batches.lock().unwrap().pop();
+        match next {
+            Some(b) => Ok(b),
+            None => {
+                tokio::time::sleep(wait).await;
+                Ok(Vec::new())
+            }
+        }
+    }
+    async fn delete(&self, _: &[(String, String)]) -> Result<Vec<String>, AwsError> {
+        self.deletes.lock().unwrap().push(self.start.elapsed());
+        Ok(Vec::new())
+    }
+    async fn extend(&self, _: &[(String, String)], _: Duration) -> Result<Vec<String>, AwsError> {
+        Ok(Vec::new())
+    }
+    async fn info(&self) -> Result<QueueInfo, AwsError> {
+        Ok(QueueInfo::default())
+    }
+}
+
+/// When the first delete of one receive of 10 messages (events for no one: nothing to do)
+/// goes out, with `max_in_flight` slots.
+async fn first_delete(max_in_flight: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _jobs) = mpsc::unbounded_channel();
+    let nothing = eventbridge_event("custom.app", "111122223333", serde_json::json!({}));
+    let deletes = Arc::new(Mutex::new(Vec::new()));
+    let consumer = Consumer {
+        source: source(SourceKind::EventBridgeSqs, max_in_flight),
+        queue: Scripted {
+            batches: Mutex::new(vec![
+                (0..10)
+                    .map(|i| message(&format!("m{i}"), nothing.clone(), 1))
+                    .collect(),
+            ]),
+            deletes: deletes.clone(),
+            start: Instant::now(),
+        },
+        objects: Objects(HashMap::new()),
+        shared: shared(&dir, tx, Scope::default()),
+    };
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    run.await.unwrap();
+    let first = deletes.lock().unwrap().first().copied();
+    first.expect("the messages were deleted")
+}
+
+/// Held messages are settled (deleted) in fuller batches every 200 ms while the source has
+/// free slots, and every 50 ms once its slots run short: a slot frees only when its message's
+/// delete returns, so a saturated source would otherwise wait up to 200 ms per turn.
+#[tokio::test(start_paused = true)]
+async fn held_messages_are_settled_sooner_when_the_slots_run_short() {
+    let free = first_delete(100).await;
+    assert!(
+        free >= Duration::from_millis(150) && free <= Duration::from_millis(250),
+        "with free slots, settled on the 200 ms turn: {free:?}"
+    );
+    let short = first_delete(10).await;
+    assert!(
+        short <= Duration::from_millis(60),
+        "with no slot free, settled on the next 50 ms tick: {short:?}"
+    );
 }
