@@ -1,5 +1,5 @@
 //! Which records no rule can match, told from their bytes: most records are then only
-//! validated (by [`check`], which takes two thirds of serde_json's time), not read field by
+//! validated (by [`check`], in about half of serde_json's time), not read field by
 //! field.
 //!
 //! A rule compares string fields with literal texts. A record whose JSON has no backslash

@@ -126,7 +126,10 @@ fn classify(block: &[u8; 64]) -> [u64; 5] {
     m
 }
 
-fn prefix_xor(mut x: u64) -> u64 {
+/// Bit i set where an odd number of bits 0..=i of `x` are: from an opening quote up to (not
+/// including) its closing quote, when `x` is a block's quotes.
+#[inline]
+pub(super) fn prefix_xor(mut x: u64) -> u64 {
     x ^= x << 1;
     x ^= x << 2;
     x ^= x << 4;
