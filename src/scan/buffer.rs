@@ -2,6 +2,7 @@
 
 use std::io::{self, Read};
 
+use super::check;
 use super::emit::Emitter;
 use super::input::{Shape, head, shape};
 use super::records::{Cut, Origin};
@@ -30,8 +31,30 @@ pub(crate) fn fill(r: &mut dyn Read, buf: &mut Vec<u8>, limit: usize) -> (usize,
 /// A file read whole: scanned as the single-threaded path would stream it.
 pub(crate) fn whole(em: &mut Emitter, buf: &[u8], name: &str, out: &mut Vec<u8>, error: Option<io::Error>) {
     let document = |em: &mut Emitter, out: &mut Vec<u8>| {
-        // Cut like a larger file's jobs, and evaluated here. After a read error, what is
-        // open at the end of the buffer is left out: the read error is the one reported.
+        // A log file, whole and valid: checked and cut in one pass.
+        if error.is_none() && em.prefilters() {
+            let mut records = std::mem::take(&mut em.records);
+            let log_file = check::log_file(buf, &mut records);
+            let broke = log_file
+                && records.iter().any(|r| {
+                    one(
+                        em,
+                        buf,
+                        &Piece::Record(r.range.clone()),
+                        r.plain,
+                        Origin::START,
+                        name,
+                        out,
+                    )
+                });
+            em.records = records;
+            if log_file {
+                return !broke;
+            }
+        }
+        // Otherwise cut like a larger file's jobs, and evaluated here. After a read error,
+        // what is open at the end of the buffer is left out: the read error is the one
+        // reported.
         let mut splitter = Splitter::new();
         let mut found = Vec::new();
         match error {
@@ -89,43 +112,60 @@ fn evaluate(
     name: &str,
     out: &mut Vec<u8>,
 ) -> bool {
+    pieces.iter().any(|p| one(em, data, p, false, origin, name, out))
+}
+
+/// Evaluates one piece of `data` (`checked`: a record [`check::log_file`] found plain); true
+/// when the document broke there.
+fn one(
+    em: &mut Emitter,
+    data: &[u8],
+    p: &Piece,
+    checked: bool,
+    origin: Origin,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> bool {
     const TAIL: &[u8] = b"{\"Records\":[]";
-    for p in pieces {
-        let tail;
-        let (error, text, start, prefix) = match p {
-            Piece::Record(r) => (
-                em.record(&data[r.clone()], name, out),
-                &data[r.clone()],
-                r.start,
-                0,
-            ),
-            Piece::Document(r) => {
-                let mut de = serde_json::Deserializer::from_slice(&data[r.clone()]);
-                let error = em.documents(&mut de, name, out).unwrap_or(None);
-                (error, &data[r.clone()], r.start, 0)
-            }
-            Piece::Tail(r) => {
-                tail = [TAIL, &data[r.clone()]].concat();
-                let mut de = serde_json::Deserializer::from_slice(&tail);
-                let error = em.documents(&mut de, name, out).unwrap_or(None);
-                (error, &tail[..], r.start, TAIL.len() as u64)
-            }
-            Piece::Error { at, eof, what } => {
-                let (line, column) = origin.locate(data, *at, *eof);
-                em.stats
-                    .unreadable
-                    .push(format!("{name}:{line}: {what} at line {line} column {column}"));
-                return true;
-            }
-        };
-        if let Some(e) = error {
+    let tail;
+    let (error, text, start, prefix) = match p {
+        Piece::Record(r) => {
+            let text = &data[r.clone()];
+            let error = if checked {
+                em.checked_record(text, name, out)
+            } else {
+                em.record(text, name, out)
+            };
+            (error, text, r.start, 0)
+        }
+        Piece::Document(r) => {
+            let mut de = serde_json::Deserializer::from_slice(&data[r.clone()]);
+            let error = em.documents(&mut de, name, out).unwrap_or(None);
+            (error, &data[r.clone()], r.start, 0)
+        }
+        Piece::Tail(r) => {
+            tail = [TAIL, &data[r.clone()]].concat();
+            let mut de = serde_json::Deserializer::from_slice(&tail);
+            let error = em.documents(&mut de, name, out).unwrap_or(None);
+            (error, &tail[..], r.start, TAIL.len() as u64)
+        }
+        Piece::Error { at, eof, what } => {
+            let (line, column) = origin.locate(data, *at, *eof);
+            em.stats
+                .unreadable
+                .push(format!("{name}:{line}: {what} at line {line} column {column}"));
+            return true;
+        }
+    };
+    match error {
+        Some(e) => {
             em.stats
                 .unreadable
                 .push(located(name, &e, text, origin.after(&data[..start]), prefix));
-            return true;
+            true
         }
+        None => false,
     }
-    false
 }
 
 /// A parse error in `text`, a piece that starts at `origin`, with its line and column in the

@@ -15,7 +15,9 @@
 //!
 //! On CloudTrail records it takes about half of serde_json's time (BENCHMARKS.md).
 
-use super::split::prefix_xor;
+use std::ops::Range;
+
+use super::split::{escaped, prefix_xor};
 
 /// Bit i set where byte i of a 64-byte block is: `"`; blank (space, tab, CR, LF); one of
 /// `{}[]:,`; a control byte or one over 0x7f (tab, CR and LF included); a backslash.
@@ -224,36 +226,101 @@ const SPECIAL: u8 = 1 << OPEN_OBJECT | 1 << OPEN_ARRAY | 1 << CLOSE_OBJECT | 1 <
 /// Whether `text` is exactly one JSON value with optional surrounding whitespace; false also
 /// when it holds a backslash, a byte over 0x7f or nesting deeper than 127 (not settled here).
 pub(crate) fn valid(text: &[u8]) -> bool {
+    walk_any::<false>(text, &mut Vec::new())
+}
+
+/// One record of a log file, as [`log_file`] cut it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    /// Its bytes in the document: between the `[` or `,` before it and the `,` or `]` after.
+    pub(crate) range: Range<usize>,
+    /// Plain ASCII without escapes or control bytes in its strings: [`valid`] holds for it, and
+    /// it was checked here. A record that is not plain was only cut; its strings are unread.
+    pub(crate) plain: bool,
+}
+
+/// CloudTrail's log file shape, `{"Records":[...]}` and nothing else (surrounding whitespace
+/// allowed), checked and cut into its records in one pass: the splitter's cut and the
+/// checker's verdict at once. Fills `records` and returns true when `text` has that shape and
+/// is valid JSON but for what the records that are not plain hold in their strings (escapes,
+/// bytes over 0x7f, control bytes: the caller's parser reads those). Returns false for
+/// anything else, including nesting deeper than 127; the caller cuts it with the splitter
+/// then, whose parser reports what is wrong.
+pub(crate) fn log_file(text: &[u8], records: &mut Vec<Record>) -> bool {
+    records.clear();
+    walk_any::<true>(text, records)
+}
+
+fn walk_any<const CUT: bool>(text: &[u8], records: &mut Vec<Record>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was detected at run time.
-            return unsafe { valid_avx2(text) };
+            return unsafe { walk_avx2::<CUT>(text, records) };
         }
-        valid_with(text, classify_sse2)
+        walk::<CUT>(text, records, classify_sse2)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    valid_with(text, classify_portable)
+    walk::<CUT>(text, records, classify_portable)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn valid_avx2(text: &[u8]) -> bool {
+unsafe fn walk_avx2<const CUT: bool>(text: &[u8], records: &mut Vec<Record>) -> bool {
     // SAFETY: this function runs only where AVX2 is.
-    valid_with(text, |b| unsafe { classify_avx2(b) })
+    walk::<CUT>(text, records, |b| unsafe { classify_avx2(b) })
 }
 
-#[inline(always)]
+#[cfg(test)]
 fn valid_with(text: &[u8], classify: impl Fn(&[u8; 64]) -> Masks) -> bool {
+    walk::<false>(text, &mut Vec::new(), classify)
+}
+
+/// Where the records of a `{"Records":[` document start: just after its `[`.
+fn records_start(text: &[u8]) -> Option<usize> {
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut at = 0;
+    let mut expect = |what: &[u8]| {
+        at += text[at..].iter().take_while(|b| blank(b)).count();
+        text[at..].starts_with(what).then(|| at += what.len())
+    };
+    expect(b"{")?;
+    expect(b"\"Records\"")?;
+    expect(b":")?;
+    expect(b"[")?;
+    Some(at)
+}
+
+/// The checker (`CUT` false: [`valid`]) and the log file's cut (`CUT` true: [`log_file`]) in
+/// one automaton. Cutting, strings are found past escapes (as the splitter finds them), and
+/// what a string holds decides only whether its record is plain.
+#[inline(always)]
+fn walk<const CUT: bool>(
+    text: &[u8],
+    records: &mut Vec<Record>,
+    classify: impl Fn(&[u8; 64]) -> Masks,
+) -> bool {
     let mut state = VALUE;
     let mut context = AT_TOP;
     // Open containers, innermost in bit 0: 1 for an object, 0 for an array.
     let mut stack: u128 = 0;
     let mut depth = 0u32;
     let mut bad = false;
-    // Whether the previous block ended inside a string, or in a scalar.
+    // Whether the previous block ended inside a string, in a scalar, or after a backslash
+    // that escapes the next byte.
     let mut in_string = 0u64;
     let mut in_scalar = 0u64;
+    let mut escape = 0u64;
+    // Cutting: where the current record starts, and the last byte before this block that
+    // makes its record not plain.
+    let mut start = 0;
+    let mut last_dirty = None;
+    if CUT {
+        match records_start(text) {
+            Some(at) => start = at,
+            None => return false,
+        }
+    }
     let mut base = 0;
     while base < text.len() {
         let n = (text.len() - base).min(64);
@@ -265,20 +332,45 @@ fn valid_with(text: &[u8], classify: impl Fn(&[u8; 64]) -> Masks) -> bool {
                 classify(&block)
             }
         };
+        // Cutting, quotes that a backslash escapes are not quotes (as the splitter finds them).
+        let quote = if CUT {
+            m.quote & !escaped(m.backslash, &mut escape)
+        } else {
+            m.quote
+        };
         // Set from an opening quote up to (not including) its closing quote.
-        let string = prefix_xor(m.quote) ^ in_string;
+        let string = prefix_xor(quote) ^ in_string;
         in_string = ((string as i64) >> 63) as u64;
-        let outside = !(string | m.quote);
-        // No backslash (not settled here); control bytes (and bytes over 0x7f): none in
-        // strings, only blanks outside.
-        if m.backslash | (m.control & (string | !m.blank)) != 0 {
-            return false;
-        }
+        let outside = !(string | quote);
+        // Checking, no backslash (not settled here); control bytes (and bytes over 0x7f):
+        // none in strings, only blanks outside. Cutting, what is in strings only makes the
+        // record not plain.
+        let dirty = if CUT {
+            if m.control & outside & !m.blank != 0 {
+                return false;
+            }
+            m.backslash | (m.control & string)
+        } else {
+            if m.backslash | (m.control & (string | !m.blank)) != 0 {
+                return false;
+            }
+            0
+        };
         let scalar = outside & !m.blank & !m.structural;
         let scalar_starts = scalar & !((scalar << 1) | in_scalar);
         in_scalar = scalar >> 63;
-        let mut tokens = (m.structural & outside) | (m.quote & string) | scalar_starts;
+        let mut tokens = (m.structural & outside) | (quote & string) | scalar_starts;
         let block = &text[base..base + n];
+        // The end of a record at `at` in this block: it is plain if no dirty byte is in it.
+        let mut cut = |at: usize, start: usize| {
+            let from = start.saturating_sub(base).min(64);
+            let within = (u64::MAX << from) & !(u64::MAX << at);
+            let plain = last_dirty.is_none_or(|d| d < start) && dirty & within == 0;
+            records.push(Record {
+                range: start..base + at,
+                plain,
+            });
+        };
         while tokens != 0 {
             let at = tokens.trailing_zeros() as usize;
             tokens &= tokens - 1;
@@ -301,17 +393,35 @@ fn valid_with(text: &[u8], classify: impl Fn(&[u8; 64]) -> Masks) -> bool {
                         if depth == 0 {
                             return false;
                         }
+                        // The records' array ends (the only array at depth 2): its last
+                        // record, unless it is empty.
+                        if CUT && depth == 2 && state != FIRST_ELEMENT {
+                            cut(at, start);
+                        }
                         stack >>= 1;
                         depth -= 1;
                         context = if depth == 0 { AT_TOP } else { (stack & 1) as usize };
                     }
                     _ => bad |= !scalar_ok(&text[base + at..]),
                 }
+            } else if CUT && class == COMMA {
+                match depth {
+                    2 => {
+                        cut(at, start);
+                        start = base + at + 1;
+                    }
+                    // A key after the records: not a log file's shape.
+                    1 => return false,
+                    _ => {}
+                }
             }
             state = next;
         }
         if bad || state == ERROR {
             return false;
+        }
+        if CUT && dirty != 0 {
+            last_dirty = Some(base + 63 - dirty.leading_zeros() as usize);
         }
         base += n;
     }

@@ -218,3 +218,199 @@ proptest! {
         }
     }
 }
+
+/// What the splitter cuts from `text`, a whole buffer.
+fn split(text: &[u8]) -> Vec<crate::scan::split::Piece> {
+    let mut pieces = Vec::new();
+    crate::scan::split::Splitter::new().split(text, true, &mut |p| pieces.push(p));
+    pieces
+}
+
+/// [`log_file`] on `text`, held to the splitter and to serde_json: when it takes the text,
+/// its records are the splitter's pieces, each plain one is [`valid`], and the text is valid
+/// JSON if every record is. Returns its records, or `None` when it did not take the text.
+fn cut_checked(text: &[u8]) -> Option<Vec<Record>> {
+    let mut records = vec![Record {
+        range: 0..1,
+        plain: true,
+    }];
+    if !log_file(text, &mut records) {
+        return None;
+    }
+    let pieces: Vec<_> = records
+        .iter()
+        .map(|r| crate::scan::split::Piece::Record(r.range.clone()))
+        .collect();
+    assert_eq!(split(text), pieces, "{:?}", String::from_utf8_lossy(text));
+    for r in &records {
+        if r.plain {
+            assert!(
+                verdicts(&text[r.range.clone()]),
+                "{:?}",
+                String::from_utf8_lossy(&text[r.range.clone()])
+            );
+        }
+    }
+    if records.iter().all(|r| serde_ok(&text[r.range.clone()])) {
+        assert!(serde_ok(text), "{:?}", String::from_utf8_lossy(text));
+    }
+    Some(records)
+}
+
+#[test]
+fn log_files_are_checked_and_cut_in_one_pass() {
+    fn take(t: &str) -> Option<Vec<(&str, bool)>> {
+        let records = cut_checked(t.as_bytes())?;
+        Some(records.iter().map(|r| (&t[r.range.clone()], r.plain)).collect())
+    }
+    assert_eq!(take(r#"{"Records":[]}"#), Some(vec![]));
+    assert_eq!(take(" {\n \"Records\" : [ \n ] } \n"), Some(vec![]));
+    assert_eq!(
+        take(r#"{"Records":[{"a":1}, {"b":"x\"y"} ,{"c":"é"},{"d":"\u0041"},[],"s",2]}"#),
+        Some(vec![
+            (r#"{"a":1}"#, true),
+            (r#" {"b":"x\"y"} "#, false),
+            (r#"{"c":"é"}"#, false),
+            (r#"{"d":"\u0041"}"#, false),
+            ("[]", true),
+            (r#""s""#, true),
+            ("2", true),
+        ])
+    );
+    // A control byte in a string is the record's parser's to report; outside, the text is
+    // not taken.
+    assert_eq!(
+        take("{\"Records\":[{\"a\":\"\t\"},{}]}"),
+        Some(vec![("{\"a\":\"\t\"}", false), ("{}", true)])
+    );
+    // A backslash before a record's closing quote, and one at the end of a 64-byte block.
+    let long = format!(
+        r#"{{"Records":[{{"{}":"\\"}},{{"a":"{}\\\\"}}]}}"#,
+        "k".repeat(40),
+        "v".repeat(43)
+    );
+    assert_eq!(cut_checked(long.as_bytes()).map(|r| r.len()), Some(2));
+    let deep = format!(r#"{{"Records":[{}{}]}}"#, "[".repeat(125), "]".repeat(125));
+    assert!(take(&deep).is_some());
+    for other in [
+        "",
+        "{}",
+        "[]",
+        "[{}]",
+        r#"{"records":[]}"#,
+        r#"{"Records":{}}"#,
+        r#"{"Records":[],"x":1}"#,
+        r#"{"x":1,"Records":[]}"#,
+        r#"{"Records":[]}{"Records":[]}"#,
+        r#"{"Records":[]} x"#,
+        r#"{"Records":[1,]}"#,
+        r#"{"Records":[,1]}"#,
+        r#"{"Records":[1 2]}"#,
+        r#"{"Records":[{"a":01}]}"#,
+        r#"{"Records":[{"a":1}]"#,
+        r#"{"Records":[{"a":"b}]}"#,
+        "{\"Records\":[\u{1}]}",
+        "{\"Records\":[{\"a\":1}\u{c3}]}",
+        r#"{"Records":[\"a"]}"#,
+        &format!(r#"{{"Records":[{}{}]}}"#, "[".repeat(126), "]".repeat(126)),
+    ] {
+        assert_eq!(take(other), None, "{other:?}");
+    }
+}
+
+#[test]
+fn real_log_files_are_taken_whole() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cloudtrail");
+    let mut records = Vec::new();
+    for source in std::fs::read_dir(dir).unwrap() {
+        let source = source.unwrap().path();
+        if !source.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(source).unwrap() {
+            let text = std::fs::read(file.unwrap().path()).unwrap();
+            // NDJSON, or documents of records.
+            for value in serde_json::Deserializer::from_slice(&text).into_iter::<serde_json::Value>() {
+                match value {
+                    Ok(serde_json::Value::Object(mut o)) => match o.remove("Records") {
+                        Some(serde_json::Value::Array(a)) => records.extend(a),
+                        _ => records.push(serde_json::Value::Object(o)),
+                    },
+                    Ok(serde_json::Value::Array(a)) => records.extend(a),
+                    _ => break,
+                }
+            }
+        }
+    }
+    assert!(records.len() > 500, "{} records", records.len());
+    let doc = serde_json::json!({ "Records": records });
+    for text in [
+        serde_json::to_vec(&doc).unwrap(),
+        serde_json::to_vec_pretty(&doc).unwrap(),
+    ] {
+        let cut = cut_checked(&text).expect("a log file");
+        assert_eq!(cut.len(), records.len());
+        let mut plain = 0;
+        for r in &cut {
+            let bytes = &text[r.range.clone()];
+            assert_eq!(r.plain, bytes.is_ascii() && !bytes.contains(&b'\\'));
+            plain += usize::from(r.plain);
+        }
+        assert!(plain > 500 && plain < cut.len(), "{plain} of {}", cut.len());
+    }
+}
+
+/// A record with strings that may need escapes or hold bytes over 0x7f.
+fn record() -> impl Strategy<Value = serde_json::Value> {
+    let any_text = "[ -~\"\\\\é\u{1}\t]{0,12}";
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i32>().prop_map(serde_json::Value::from),
+        any_text.prop_map(serde_json::Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 5, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(any_text, inner, 0..5)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
+        ..ProptestConfig::default()
+    })]
+
+    /// Log files, some edited: whatever [`log_file`] takes is cut as the splitter cuts it,
+    /// and checked (see `cut_checked`); a valid log file is always taken, its records plain
+    /// exactly when they are ASCII without escapes.
+    #[test]
+    fn log_files_agree_with_the_splitter_and_serde_json(
+        records in prop::collection::vec(record(), 0..6),
+        pretty in any::<bool>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0..ALPHABET.len(), 0..3u8), 0..3),
+    ) {
+        let doc = serde_json::json!({ "Records": records });
+        let mut text = if pretty { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap();
+        for (at, byte, how) in &edits {
+            let i = at.index(text.len() + 1);
+            match how {
+                0 => text.insert(i, ALPHABET[*byte]),
+                1 if i < text.len() => { text.remove(i); }
+                _ if i < text.len() => text[i] = ALPHABET[*byte],
+                _ => {}
+            }
+        }
+        let cut = cut_checked(&text);
+        let records_only = split(&text).iter().all(|p| matches!(p, crate::scan::split::Piece::Record(_)));
+        if serde_ok(&text) && records_only && records_start(&text).is_some() {
+            let cut = cut.ok_or_else(|| TestCaseError::fail(format!("not taken: {:?}", String::from_utf8_lossy(&text))))?;
+            for r in &cut {
+                let bytes = &text[r.range.clone()];
+                prop_assert_eq!(r.plain, bytes.is_ascii() && !bytes.contains(&b'\\'));
+            }
+        }
+    }
+}

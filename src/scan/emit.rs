@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use super::Stats;
+use super::check::Record;
 use super::prefilter::Prefilter;
 use crate::rules::compiled::{CompiledSet, Scalar};
 use crate::rules::pattern::{self, Step};
@@ -77,6 +78,8 @@ impl<'r> Compiled<'r> {
 pub(crate) struct Emitter<'c, 'r> {
     pub c: &'c Compiled<'r>,
     pub stats: Stats,
+    /// The records of the last log file cut by [`super::check::log_file`], kept for the next.
+    pub records: Vec<Record>,
 }
 
 fn str_of<'a>(s: &'a Scalar<'_>) -> Option<&'a str> {
@@ -91,6 +94,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
         Emitter {
             c,
             stats: Stats::default(),
+            records: Vec::new(),
         }
     }
 
@@ -221,6 +225,27 @@ impl<'c, 'r> Emitter<'c, 'r> {
     /// as any other, for its error.
     pub(crate) fn record(&mut self, text: &[u8], file: &str, out: &mut Vec<u8>) -> Option<serde_json::Error> {
         if self.c.prefilter.skips(text) {
+            self.stats.records += 1;
+            return None;
+        }
+        self.two_pass(text, file, out, true)
+    }
+
+    /// Whether some records are only validated: when some rule needs no text, every record
+    /// is read in full and validating first would only add work.
+    pub(crate) fn prefilters(&self) -> bool {
+        self.c.prefilter.active()
+    }
+
+    /// [`Emitter::record`] for a record that [`super::check::log_file`] found plain (and so
+    /// valid): it is not validated again.
+    pub(crate) fn checked_record(
+        &mut self,
+        text: &[u8],
+        file: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<serde_json::Error> {
+        if self.c.prefilter.skips_checked(text) {
             self.stats.records += 1;
             return None;
         }

@@ -110,6 +110,7 @@ impl<'r> Scanner<'r> {
             let mut em = emit::Emitter {
                 c: &self.compiled,
                 stats: std::mem::take(&mut self.stats),
+                records: Vec::new(),
             };
             let mut result = Ok(());
             for i in &inputs {
@@ -153,6 +154,7 @@ impl<'r> Scanner<'r> {
         let mut em = emit::Emitter {
             c: &self.compiled,
             stats: std::mem::take(&mut self.stats),
+            records: Vec::new(),
         };
         let result = serial::scan_reader(&mut em, reader, name, out);
         self.stats = em.stats;

@@ -99,6 +99,20 @@ impl Prefilter {
         Self::none_in(self.texts_or_wrappers.as_ref(), line)
     }
 
+    /// Whether records can be skipped at all (every rule needs a text).
+    pub(crate) fn active(&self) -> bool {
+        self.texts.is_some()
+    }
+
+    /// [`Prefilter::skips`] for a record already known to be valid plain ASCII without
+    /// escapes ([`check::log_file`]'s plain records): only the object and the texts are told.
+    pub(crate) fn skips_checked(&self, text: &[u8]) -> bool {
+        debug_assert!(check::valid(text), "{}", String::from_utf8_lossy(text));
+        self.texts
+            .as_ref()
+            .is_some_and(|s| text.trim_ascii_start().first() == Some(&b'{') && s.find(text).is_none())
+    }
+
     /// A valid record (an object) of plain ASCII without escapes, in which none of the texts
     /// appears: [`check::valid`] settles the first three at once.
     fn none_in(searcher: Option<&Searcher>, text: &[u8]) -> bool {

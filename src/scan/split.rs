@@ -58,6 +58,21 @@ pub(crate) struct Splitter {
 
 const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
 
+/// Bit i set where byte i follows a backslash that escapes it (one not itself escaped), given
+/// `backslash`, a block's backslashes, and `carry`, whether the block before ended with an
+/// escaping backslash (updated for the next block).
+#[inline(always)]
+pub(super) fn escaped(backslash: u64, carry: &mut u64) -> u64 {
+    if backslash == 0 {
+        return std::mem::take(carry);
+    }
+    let potential = backslash & !*carry;
+    let code = (((potential << 1) | ODD_BITS).wrapping_sub(potential)) ^ ODD_BITS;
+    let escaped = code ^ (backslash | *carry);
+    *carry = (code & backslash) >> 63;
+    escaped
+}
+
 /// Bit i set where byte i is `"`, `\`, `{`/`[`, `}`/`]` and `,`.
 #[cfg(target_arch = "x86_64")]
 fn classify(block: &[u8; 64]) -> [u64; 5] {
@@ -272,15 +287,7 @@ impl Splitter {
     #[inline(always)]
     fn structural(&mut self, masks: [u64; 5]) -> (u64, u64) {
         let [quote, backslash, open, close, comma] = masks;
-        let escaped = if backslash == 0 {
-            std::mem::take(&mut self.escaped)
-        } else {
-            let potential = backslash & !self.escaped;
-            let code = (((potential << 1) | ODD_BITS).wrapping_sub(potential)) ^ ODD_BITS;
-            let escaped = code ^ (backslash | self.escaped);
-            self.escaped = (code & backslash) >> 63;
-            escaped
-        };
+        let escaped = escaped(backslash, &mut self.escaped);
         let inside = prefix_xor(quote & !escaped) ^ self.in_string;
         self.in_string = ((inside as i64) >> 63) as u64;
         ((open | close) & !inside, comma & !inside)
