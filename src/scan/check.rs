@@ -186,42 +186,61 @@ const NEXT: u8 = 5;
 const ERROR: u8 = 6;
 
 /// Contexts: the innermost open container.
-const IN_ARRAY: usize = 0;
-const IN_OBJECT: usize = 1;
-const AT_TOP: usize = 2;
+const IN_ARRAY: u8 = 0;
+const IN_OBJECT: u8 = 1;
+const AT_TOP: u8 = 2;
 
-/// The next state for (context, state, class). Brackets also move the stack (done by the
-/// caller, who checks that a closing bracket matches).
-const STEP: [[[u8; 8]; 8]; 3] = {
-    let mut t = [[[ERROR; 8]; 8]; 3];
+/// The automaton's state with its context, as one index into [`STEP`]:
+/// `context * 64 + state * 8` (the token's class is added to it).
+const fn at(context: u8, state: u8) -> u8 {
+    context * 64 + state * 8
+}
+
+/// The next [`at`] for `at(context, state) + class`. An opening bracket enters its container's
+/// context (the caller pushes it on the stack); a closing one leaves the context as it is, for
+/// the caller to pop the stack and set the outer one. Errors are `ERROR` in any context.
+const STEP: [u8; 256] = {
+    // 256 entries, so that a `u8` index needs no bounds check; the last 64 are never used.
+    let mut t = [0u8; 256];
     let mut c = 0;
     while c < 3 {
+        let mut i = 0;
+        while i < 64 {
+            t[c * 64 + i] = at(c as u8, ERROR);
+            i += 1;
+        }
+        let cc = c as u8;
         let mut v = 0;
         while v < 2 {
             // VALUE and FIRST_ELEMENT.
-            t[c][v][QUOTE as usize] = NEXT;
-            t[c][v][SCALAR as usize] = NEXT;
-            t[c][v][OPEN_OBJECT as usize] = FIRST_KEY;
-            t[c][v][OPEN_ARRAY as usize] = FIRST_ELEMENT;
+            let row = at(cc, v) as usize;
+            t[row + QUOTE as usize] = at(cc, NEXT);
+            t[row + SCALAR as usize] = at(cc, NEXT);
+            t[row + OPEN_OBJECT as usize] = at(IN_OBJECT, FIRST_KEY);
+            t[row + OPEN_ARRAY as usize] = at(IN_ARRAY, FIRST_ELEMENT);
             v += 1;
         }
-        t[c][FIRST_KEY as usize][QUOTE as usize] = COLON_NEXT;
-        t[c][KEY as usize][QUOTE as usize] = COLON_NEXT;
-        t[c][COLON_NEXT as usize][COLON as usize] = VALUE;
+        t[at(cc, FIRST_KEY) as usize + QUOTE as usize] = at(cc, COLON_NEXT);
+        t[at(cc, KEY) as usize + QUOTE as usize] = at(cc, COLON_NEXT);
+        t[at(cc, COLON_NEXT) as usize + COLON as usize] = at(cc, VALUE);
         c += 1;
     }
     // Closing: the state after the pop is NEXT whatever the outer context.
-    t[IN_ARRAY][FIRST_ELEMENT as usize][CLOSE_ARRAY as usize] = NEXT;
-    t[IN_ARRAY][NEXT as usize][CLOSE_ARRAY as usize] = NEXT;
-    t[IN_ARRAY][NEXT as usize][COMMA as usize] = VALUE;
-    t[IN_OBJECT][FIRST_KEY as usize][CLOSE_OBJECT as usize] = NEXT;
-    t[IN_OBJECT][NEXT as usize][CLOSE_OBJECT as usize] = NEXT;
-    t[IN_OBJECT][NEXT as usize][COMMA as usize] = KEY;
+    let (a, o) = (IN_ARRAY, IN_OBJECT);
+    t[at(a, FIRST_ELEMENT) as usize + CLOSE_ARRAY as usize] = at(a, NEXT);
+    t[at(a, NEXT) as usize + CLOSE_ARRAY as usize] = at(a, NEXT);
+    t[at(a, NEXT) as usize + COMMA as usize] = at(a, VALUE);
+    t[at(o, FIRST_KEY) as usize + CLOSE_OBJECT as usize] = at(o, NEXT);
+    t[at(o, NEXT) as usize + CLOSE_OBJECT as usize] = at(o, NEXT);
+    t[at(o, NEXT) as usize + COMMA as usize] = at(o, KEY);
     t
 };
 
-/// Classes that need more than a table step: brackets (the stack) and scalars (their text).
-const SPECIAL: u8 = 1 << OPEN_OBJECT | 1 << OPEN_ARRAY | 1 << CLOSE_OBJECT | 1 << CLOSE_ARRAY | 1 << SCALAR;
+/// The state part of an [`at`].
+const STATE: u8 = 0b111_000;
+
+/// Classes that need more than a table step: brackets (the stack).
+const BRACKETS: u8 = 1 << OPEN_OBJECT | 1 << OPEN_ARRAY | 1 << CLOSE_OBJECT | 1 << CLOSE_ARRAY;
 
 /// Whether `text` is exactly one JSON value with optional surrounding whitespace; false also
 /// when it holds a backslash, a byte over 0x7f or nesting deeper than 127 (not settled here).
@@ -300,38 +319,42 @@ fn walk<const CUT: bool>(
     records: &mut Vec<Record>,
     classify: impl Fn(&[u8; 64]) -> Masks,
 ) -> bool {
-    let mut state = VALUE;
-    let mut context = AT_TOP;
-    // Open containers, innermost in bit 0: 1 for an object, 0 for an array.
-    let mut stack: u128 = 0;
-    let mut depth = 0u32;
-    let mut bad = false;
+    let mut auto = Automaton {
+        state: at(AT_TOP, VALUE),
+        stack: 0,
+        depth: 0,
+        special: BRACKETS | if CUT { 1 << COMMA } else { 0 },
+    };
     // Whether the previous block ended inside a string, in a scalar, or after a backslash
     // that escapes the next byte.
     let mut in_string = 0u64;
     let mut in_scalar = 0u64;
     let mut escape = 0u64;
-    // Cutting: where the current record starts, and the last byte before this block that
-    // makes its record not plain.
-    let mut start = 0;
-    let mut last_dirty = None;
+    let mut cutter = Cutter {
+        records,
+        start: 0,
+        last_dirty: None,
+        base: 0,
+        dirty: 0,
+    };
     if CUT {
         match records_start(text) {
-            Some(at) => start = at,
+            Some(at) => cutter.start = at,
             None => return false,
         }
     }
     let mut base = 0;
     while base < text.len() {
         let n = (text.len() - base).min(64);
-        let m = match text[base..].first_chunk::<64>() {
-            Some(block) => classify(block),
+        let mut padded = [b' '; 64];
+        let block = match text[base..].first_chunk::<64>() {
+            Some(block) => block,
             None => {
-                let mut block = [b' '; 64];
-                block[..n].copy_from_slice(&text[base..]);
-                classify(&block)
+                padded[..n].copy_from_slice(&text[base..]);
+                &padded
             }
         };
+        let m = classify(block);
         // Cutting, quotes that a backslash escapes are not quotes (as the splitter finds them).
         let quote = if CUT {
             m.quote & !escaped(m.backslash, &mut escape)
@@ -359,73 +382,143 @@ fn walk<const CUT: bool>(
         let scalar = outside & !m.blank & !m.structural;
         let scalar_starts = scalar & !((scalar << 1) | in_scalar);
         in_scalar = scalar >> 63;
-        let mut tokens = (m.structural & outside) | (quote & string) | scalar_starts;
-        let block = &text[base..base + n];
-        // The end of a record at `at` in this block: it is plain if no dirty byte is in it.
-        let mut cut = |at: usize, start: usize| {
-            let from = start.saturating_sub(base).min(64);
-            let within = (u64::MAX << from) & !(u64::MAX << at);
-            let plain = last_dirty.is_none_or(|d| d < start) && dirty & within == 0;
-            records.push(Record {
-                range: start..base + at,
-                plain,
-            });
-        };
-        while tokens != 0 {
-            let at = tokens.trailing_zeros() as usize;
-            tokens &= tokens - 1;
-            // `at < n`: the padding past `n` is blanks, which are never tokens.
-            let class = CLASS[block[at] as usize];
-            let next = STEP[context][state as usize][class as usize];
-            if SPECIAL >> class & 1 != 0 {
-                match class {
-                    OPEN_OBJECT | OPEN_ARRAY => {
-                        if depth == 127 {
-                            return false;
-                        }
-                        let object = class == OPEN_OBJECT;
-                        stack = (stack << 1) | u128::from(object);
-                        depth += 1;
-                        context = object as usize;
-                    }
-                    CLOSE_OBJECT | CLOSE_ARRAY => {
-                        // A close allowed in `context` matches it (the table says so).
-                        if depth == 0 {
-                            return false;
-                        }
-                        // The records' array ends (the only array at depth 2): its last
-                        // record, unless it is empty.
-                        if CUT && depth == 2 && state != FIRST_ELEMENT {
-                            cut(at, start);
-                        }
-                        stack >>= 1;
-                        depth -= 1;
-                        context = if depth == 0 { AT_TOP } else { (stack & 1) as usize };
-                    }
-                    _ => bad |= !scalar_ok(&text[base + at..]),
-                }
-            } else if CUT && class == COMMA {
-                match depth {
-                    2 => {
-                        cut(at, start);
-                        start = base + at + 1;
-                    }
-                    // A key after the records: not a log file's shape.
-                    1 => return false,
-                    _ => {}
-                }
+        // Each scalar's text, apart: the automaton only places it.
+        let mut s = scalar_starts;
+        while s != 0 {
+            let at = s.trailing_zeros() as usize;
+            s &= s - 1;
+            if !scalar_ok(&text[base + at..]) {
+                return false;
             }
-            state = next;
         }
-        if bad || state == ERROR {
+        (cutter.base, cutter.dirty) = (base, dirty);
+        let tokens = (m.structural & outside) | (quote & string) | scalar_starts;
+        if !auto.run::<CUT>(block, tokens, &mut cutter) {
             return false;
         }
         if CUT && dirty != 0 {
-            last_dirty = Some(base + 63 - dirty.leading_zeros() as usize);
+            cutter.last_dirty = Some(base + 63 - dirty.leading_zeros() as usize);
         }
         base += n;
     }
-    state == NEXT && context == AT_TOP && in_string == 0
+    auto.state == at(AT_TOP, NEXT) && in_string == 0
+}
+
+/// The grammar automaton between two tokens.
+struct Automaton {
+    /// [`at`] its context and state.
+    state: u8,
+    /// Open containers, innermost in bit 0: 1 for an object, 0 for an array.
+    stack: u128,
+    depth: u32,
+    /// The classes that take more than a table step: brackets (the stack), and cutting,
+    /// commas up to depth 2 (between records, or after them).
+    special: u8,
+}
+
+impl Automaton {
+    /// Steps through one block's `tokens`; false when the text is not JSON, or not settled.
+    /// The loop holds only what each token needs: the rest is in [`Automaton::special`].
+    #[inline(always)]
+    fn run<const CUT: bool>(&mut self, block: &[u8; 64], mut tokens: u64, cutter: &mut Cutter) -> bool {
+        let (mut state, mut special) = (self.state, self.special);
+        while tokens != 0 {
+            let at = tokens.trailing_zeros() as usize;
+            tokens &= tokens - 1;
+            let class = CLASS[block[at & 63] as usize];
+            let next = STEP[state.wrapping_add(class) as usize];
+            if special >> class & 1 != 0 {
+                self.state = state;
+                match self.special::<CUT>(class, next, at, cutter) {
+                    Some(n) => (state, special) = (n, self.special),
+                    None => return false,
+                }
+            } else {
+                state = next;
+            }
+        }
+        self.state = state;
+        state & STATE != ERROR * 8
+    }
+
+    /// A bracket, or cutting, a comma up to depth 2, at `at` in the block; `next` is the table's
+    /// next state. Returns the state after it, or `None` to stop.
+    #[inline(never)]
+    fn special<const CUT: bool>(
+        &mut self,
+        class: u8,
+        next: u8,
+        at: usize,
+        cutter: &mut Cutter,
+    ) -> Option<u8> {
+        let next = match class {
+            OPEN_OBJECT | OPEN_ARRAY => {
+                if self.depth == 127 {
+                    return None;
+                }
+                self.stack = (self.stack << 1) | u128::from(class == OPEN_OBJECT);
+                self.depth += 1;
+                next
+            }
+            CLOSE_OBJECT | CLOSE_ARRAY => {
+                // A close allowed in its context matches it (the table says so).
+                if self.depth == 0 {
+                    return None;
+                }
+                // The records' array ends (the only array at depth 2): its last record,
+                // unless it is empty.
+                if CUT && self.depth == 2 && self.state & STATE != FIRST_ELEMENT * 8 {
+                    cutter.cut(at);
+                }
+                self.stack >>= 1;
+                self.depth -= 1;
+                let outer = if self.depth == 0 {
+                    AT_TOP
+                } else {
+                    (self.stack & 1) as u8
+                };
+                outer * 64 + (next & STATE)
+            }
+            // Cutting, a comma up to depth 2.
+            _ => {
+                match self.depth {
+                    2 => {
+                        cutter.cut(at);
+                        cutter.start = cutter.base + at + 1;
+                    }
+                    // A key after the records: not a log file's shape.
+                    1 => return None,
+                    _ => {}
+                }
+                next
+            }
+        };
+        self.special = BRACKETS | if CUT && self.depth <= 2 { 1 << COMMA } else { 0 };
+        Some(next)
+    }
+}
+
+/// Cutting: the records so far, and where the next starts.
+struct Cutter<'a> {
+    records: &'a mut Vec<Record>,
+    start: usize,
+    /// The last byte before the current block that makes its record not plain.
+    last_dirty: Option<usize>,
+    /// The current block: where it starts, and its bytes that make a record not plain.
+    base: usize,
+    dirty: u64,
+}
+
+impl Cutter<'_> {
+    /// The current record ends at byte `at` of the block: it is plain if no dirty byte is in it.
+    fn cut(&mut self, at: usize) {
+        let from = self.start.saturating_sub(self.base);
+        let within = (u64::MAX << from) & !(u64::MAX << at);
+        self.records.push(Record {
+            range: self.start..self.base + at,
+            plain: self.last_dirty.is_none_or(|d| d < self.start) && self.dirty & within == 0,
+        });
+    }
 }
 
 /// Whether the scalar at the start of `s` (up to the next blank, structural character or quote,

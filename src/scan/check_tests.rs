@@ -234,7 +234,28 @@ fn cut_checked(text: &[u8]) -> Option<Vec<Record>> {
         range: 0..1,
         plain: true,
     }];
-    if !log_file(text, &mut records) {
+    let taken = log_file(text, &mut records);
+    // Every classifier this processor has cuts the same.
+    let with = |classify: fn(&[u8; 64]) -> Masks| {
+        let mut cut = Vec::new();
+        let taken = walk::<true>(text, &mut cut, classify);
+        (taken, if taken { cut } else { Vec::new() })
+    };
+    let mine = (taken, if taken { records.clone() } else { Vec::new() });
+    assert_eq!(
+        with(classify_portable),
+        mine,
+        "portable: {:?}",
+        String::from_utf8_lossy(text)
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        with(classify_sse2),
+        mine,
+        "SSE2: {:?}",
+        String::from_utf8_lossy(text)
+    );
+    if !taken {
         return None;
     }
     let pieces: Vec<_> = records
