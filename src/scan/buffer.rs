@@ -172,25 +172,30 @@ fn one(
 /// input.
 fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefix: u64) -> String {
     let (mut l, mut col) = (e.line() as u64, e.column() as u64);
+    let message = e.to_string();
+    let line_start = text
+        .split_inclusive(|&b| b == b'\n')
+        .take(l.saturating_sub(1) as usize)
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    let at = line_start + col.saturating_sub(1) as usize;
+    let control = |i: usize| text.get(i).is_some_and(|&b| b < 0x20);
     // serde_json's slice reader places a control character in a string it skips one column
     // before the character (where it reads the string, and in its stream reader, which the
-    // single-threaded path uses, at it, and a newline at column 0 of the next line): told by
-    // the bytes.
-    if e.to_string().starts_with("control character") {
-        let line_start = text
-            .split_inclusive(|&b| b == b'\n')
-            .take(l.saturating_sub(1) as usize)
-            .map(<[u8]>::len)
-            .sum::<usize>();
-        let at = line_start + col.saturating_sub(1) as usize;
-        let control = |i: usize| text.get(i).is_some_and(|&b| b < 0x20);
-        if !control(at) && control(at + 1) {
-            (l, col) = if text[at + 1] == b'\n' {
-                (l + 1, 0)
-            } else {
-                (l, col + 1)
-            };
-        }
+    // single-threaded path uses, at it, and a newline at column 0 of the next line); a number
+    // out of f64's range at its last digit (the stream reader after the byte it peeked past
+    // it; both at the digit where an exponent overflows): told by the bytes.
+    let one_on = if message.starts_with("control character") {
+        !control(at) && control(at + 1)
+    } else {
+        message.starts_with("number out of range") && !text.get(at + 1).is_some_and(u8::is_ascii_digit)
+    };
+    if one_on {
+        (l, col) = if text.get(at + 1) == Some(&b'\n') {
+            (l + 1, 0)
+        } else {
+            (l, col + 1)
+        };
     }
     let line = origin.line + l.saturating_sub(1);
     let column = if l <= 1 {
@@ -198,7 +203,8 @@ fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefi
     } else {
         col
     };
-    let text = e.to_string();
-    let what = text.rsplit_once(" at line ").map_or(text.as_str(), |(w, _)| w);
+    let what = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(w, _)| w);
     format!("{name}:{line}: {what} at line {line} column {column}")
 }

@@ -167,16 +167,10 @@ impl<'c, 'r> Emitter<'c, 'r> {
         Ok(())
     }
 
-    /// Every record of one JSON text (a record, or a document of records), read with the
-    /// rules alone first; only a text some rule matches is read again for the findings.
+    /// Every record of one JSON text (a line: a record, or a document of records), read with
+    /// the rules alone first; only a text some rule matches is read again for the findings.
     /// Returns the parse error, if any (the records before it were counted and evaluated).
-    fn two_pass(
-        &mut self,
-        text: &[u8],
-        file: &str,
-        out: &mut dyn Write,
-        record: bool,
-    ) -> Option<serde_json::Error> {
+    fn two_pass(&mut self, text: &[u8], file: &str, out: &mut dyn Write) -> Option<serde_json::Error> {
         let c = self.c;
         let mut de = serde_json::Deserializer::from_slice(text);
         let (mut records, mut hit) = (0u64, false);
@@ -184,39 +178,48 @@ impl<'c, 'r> Emitter<'c, 'r> {
             records += 1;
             hit = hit || (0..c.rules_only.len()).any(|r| c.rules_only.matches(r, &slots));
         };
-        let parsed = if record {
-            c.rules_only
-                .extract_from(&mut de)
-                .map(&mut on_record)
-                .and_then(|_| de.end())
-        } else {
-            c.rules_only
-                .scan_document(&mut de, &mut on_record)
-                .and_then(|_| de.end())
-        };
+        let parsed = c
+            .rules_only
+            .scan_document(&mut de, &mut on_record)
+            .and_then(|_| de.end());
         if let Err(e) = parsed {
             // What was read before the error still counts, as it does in a stream.
-            self.stats.records += if record { 0 } else { records };
+            self.stats.records += records;
             return Some(e);
         }
         self.stats.records += records;
         if hit {
             let mut emitted = Ok(());
-            if record {
-                if let Ok(slots) = c.set.extract(text) {
+            let mut de = serde_json::Deserializer::from_slice(text);
+            let _ = c.set.scan_document(&mut de, &mut |slots| {
+                if emitted.is_ok() {
                     emitted = self.emit(&slots, file, out);
                 }
-            } else {
-                let mut de = serde_json::Deserializer::from_slice(text);
-                let _ = c.set.scan_document(&mut de, &mut |slots| {
-                    if emitted.is_ok() {
-                        emitted = self.emit(&slots, file, out);
-                    }
-                });
-            }
+            });
             // Output goes to memory here; a failed write cannot happen.
             debug_assert!(emitted.is_ok());
         }
+        None
+    }
+
+    /// One record of a document, read in one pass with the findings' fields as the stream
+    /// reads a document's records: what serde_json refuses in a field a finding reports (a
+    /// number out of f64's range, a string that is not UTF-8) is the record's error here too.
+    fn read_record(&mut self, text: &[u8], file: &str, out: &mut dyn Write) -> Option<serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let slots = match self
+            .c
+            .set
+            .extract_from(&mut de)
+            .and_then(|s| de.end().map(|()| s))
+        {
+            Ok(slots) => slots,
+            Err(e) => return Some(e),
+        };
+        self.stats.records += 1;
+        let emitted = self.emit(&slots, file, out);
+        // Output goes to memory here; a failed write cannot happen.
+        debug_assert!(emitted.is_ok());
         None
     }
 
@@ -228,7 +231,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
             self.stats.records += 1;
             return None;
         }
-        self.two_pass(text, file, out, true)
+        self.read_record(text, file, out)
     }
 
     /// Whether some records are only validated: when some rule needs no text, every record
@@ -249,7 +252,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
             self.stats.records += 1;
             return None;
         }
-        self.two_pass(text, file, out, true)
+        self.read_record(text, file, out)
     }
 
     /// The first line of an input that may be lines: `None` when it is not complete JSON (the
@@ -258,7 +261,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
     pub(crate) fn first_line(&mut self, line: &[u8], file: &str) -> Option<Vec<u8>> {
         let saved = std::mem::take(&mut self.stats);
         let mut out = Vec::new();
-        let error = self.two_pass(line, file, &mut out, false);
+        let error = self.two_pass(line, file, &mut out);
         if error.as_ref().is_some_and(|e| e.is_eof()) {
             self.stats = saved;
             return None;
@@ -286,7 +289,7 @@ impl<'c, 'r> Emitter<'c, 'r> {
                 self.stats.records += 1;
                 continue;
             }
-            if let Some(e) = self.two_pass(line, file, out, false) {
+            if let Some(e) = self.two_pass(line, file, out) {
                 let n = first_line + i as u64;
                 self.stats.unreadable.push(format!("{file}:{n}: {e}"));
             }

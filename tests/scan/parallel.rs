@@ -438,3 +438,57 @@ fn a_raw_newline_in_a_string_is_placed_as_the_stream_places_it() {
     assert!(r.stderr.contains("3 unreadable"), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What the stream refuses in a record's fields, a finding's fields included (a number out of
+/// f64's range, a byte that is not UTF-8, a lone surrogate), is reported as the stream reports
+/// it, in a record skipped by the prefilter as in one a rule matches; not counted as read.
+#[test]
+fn fields_the_stream_refuses_are_reported_as_it_reports_them() {
+    let dir = temp_dir();
+    let text = String::from_utf8(log_file(0, 5)).unwrap();
+    let time = text.find("\"eventTime\":\"").unwrap();
+    let time = &text[time..time + text[time..].find("Z\"").unwrap() + 2];
+    // Record 0 is a DisableKey one (a finding); record 1 matches no rule.
+    let id = |i: usize| format!("\"eventID\":\"00000000-0000-4000-8000-{i:012}\"");
+    let swap = |name: &str, from: &str, to: &str| {
+        assert!(text.contains(from), "{from}");
+        write(&dir, name, text.replacen(from, to, 1).as_bytes());
+    };
+    swap("a-skipped.json", &id(1), "\"eventID\":1e400");
+    swap("b-time-found.json", time, "\"eventTime\":1e400");
+    swap(
+        "c-long-integer.json",
+        &id(1),
+        &format!("\"eventID\":{}", "9".repeat(400)),
+    );
+    let mut not_utf8 = text.clone().into_bytes();
+    not_utf8.insert(text.find(&id(0)).unwrap() + 11, 0xc3);
+    write(&dir, "d-not-utf8.json", &not_utf8);
+    swap("e-surrogate.json", &id(0), "\"eventID\":\"\\ud800\"");
+    write(
+        &dir,
+        "f-array.json",
+        format!(
+            "[{}]",
+            serde_json::to_string(&record(1))
+                .unwrap()
+                .replacen(&id(1), "\"eventID\":-2e308", 1)
+        )
+        .as_bytes(),
+    );
+    // An exponent past i32 (placed at its digit), and a number before a newline.
+    swap("g-exponent.json", &id(1), "\"eventID\":1e99999999999");
+    let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text).unwrap()).unwrap();
+    let spaced = id(1).replace(':', ": ");
+    assert!(pretty.contains(&spaced));
+    write(
+        &dir,
+        "h-pretty.json",
+        pretty.replacen(&spaced, "\"eventID\": 1e400\n", 1).as_bytes(),
+    );
+    let r = same(&dir);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("8 unreadable"), "{}", r.stderr);
+    assert!(r.stderr.contains("number out of range"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
