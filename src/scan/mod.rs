@@ -39,6 +39,7 @@ use crate::rules::RuleSet;
 
 mod buffer;
 mod check;
+mod classify;
 mod emit;
 mod inflate;
 mod input;
