@@ -92,6 +92,32 @@ struct Done {
     broken: bool,
 }
 
+/// A worker's results on their way to the writing thread, sent a few at a time: a send may
+/// wake that thread, which costs more than the work for a small file. Sent before the worker
+/// waits, and when it ends: what it holds may be what the others wait for.
+struct Outbox {
+    tx: mpsc::Sender<Vec<Done>>,
+    batch: Vec<Done>,
+}
+
+impl Outbox {
+    /// Results held before they are sent.
+    const BATCH: usize = 8;
+
+    fn send(&mut self, d: Done) {
+        self.batch.push(d);
+        if self.batch.len() >= Self::BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
 struct Sched {
     next_file: usize,
     /// The oldest file not completely written.
@@ -146,16 +172,21 @@ pub(crate) fn run(
         broken: AtomicUsize::new(usize::MAX),
     };
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<Done>();
+        let (tx, rx) = mpsc::channel::<Vec<Done>>();
         for _ in 0..threads {
             let (ctx, tx) = (&ctx, tx.clone());
-            scope.spawn(move || ctx.worker(&tx));
+            scope.spawn(move || {
+                ctx.worker(&mut Outbox {
+                    tx,
+                    batch: Vec::new(),
+                })
+            });
         }
         drop(tx);
         let mut pending = BTreeMap::new();
         let (mut head, mut seq, mut broken) = (0usize, 0u64, false);
         let mut result = Ok(());
-        for d in rx {
+        for d in rx.into_iter().flatten() {
             pending.insert((d.file, d.seq), d);
             while let Some(d) = pending.remove(&(head, seq)) {
                 if broken {
@@ -199,7 +230,7 @@ impl Ctx<'_, '_> {
         self.cv.notify_all();
     }
 
-    fn worker(&self, tx: &mpsc::Sender<Done>) {
+    fn worker(&self, tx: &mut Outbox) {
         let mut em = Emitter::new(self.c);
         let mut buf = Vec::new();
         let mut small = Small {
@@ -221,6 +252,13 @@ impl Ctx<'_, '_> {
                     if s.next_file >= self.inputs.len() && s.active == 0 {
                         break Task::Exit;
                     }
+                    // What this worker holds may be what the others wait for.
+                    if !tx.batch.is_empty() {
+                        drop(s);
+                        tx.flush();
+                        s = self.lock();
+                        continue;
+                    }
                     s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
                 }
             };
@@ -231,7 +269,7 @@ impl Ctx<'_, '_> {
                     self.lock().active -= 1;
                     self.cv.notify_all();
                 }
-                Task::Exit => return,
+                Task::Exit => return tx.flush(),
             }
         }
     }
@@ -242,7 +280,7 @@ impl Ctx<'_, '_> {
     }
 
     /// Queues a job; with the queue full, evaluates the oldest one first.
-    fn push(&self, job: Job, em: &mut Emitter, tx: &mpsc::Sender<Done>) {
+    fn push(&self, job: Job, em: &mut Emitter, tx: &mut Outbox) {
         let mut s = self.lock();
         while s.jobs.len() >= self.queue {
             let oldest = s.jobs.pop_front().expect("the queue is full");
@@ -255,7 +293,9 @@ impl Ctx<'_, '_> {
     }
 
     /// Waits until every file before `f` is written, evaluating jobs meanwhile.
-    fn wait_for_turn(&self, f: usize, em: &mut Emitter, tx: &mpsc::Sender<Done>) {
+    fn wait_for_turn(&self, f: usize, em: &mut Emitter, tx: &mut Outbox) {
+        // The files before `f` that this worker read are written only once sent.
+        tx.flush();
         let mut s = self.lock();
         while s.head != f {
             match s.jobs.pop_front() {
@@ -264,7 +304,15 @@ impl Ctx<'_, '_> {
                     self.run(j, em, tx);
                     s = self.lock();
                 }
-                None => s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    if !tx.batch.is_empty() {
+                        drop(s);
+                        tx.flush();
+                        s = self.lock();
+                        continue;
+                    }
+                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
             }
         }
     }
@@ -285,7 +333,7 @@ impl Ctx<'_, '_> {
     }
 
     /// Evaluates one job and sends its output.
-    fn run(&self, job: Job, em: &mut Emitter, tx: &mpsc::Sender<Done>) {
+    fn run(&self, job: Job, em: &mut Emitter, tx: &mut Outbox) {
         let name = &self.names[job.file];
         let mut out = Vec::new();
         let mut broken = false;
@@ -302,7 +350,7 @@ impl Ctx<'_, '_> {
         if broken {
             self.broken.store(job.file, Ordering::Relaxed);
         }
-        let _ = tx.send(Done {
+        tx.send(Done {
             file: job.file,
             seq: job.seq,
             last: false,
@@ -313,18 +361,11 @@ impl Ctx<'_, '_> {
     }
 
     /// Reads file `f`: whole, or as the reader of its jobs.
-    fn file(
-        &self,
-        f: usize,
-        em: &mut Emitter,
-        buf: &mut Vec<u8>,
-        small: &mut Small,
-        tx: &mpsc::Sender<Done>,
-    ) {
+    fn file(&self, f: usize, em: &mut Emitter, buf: &mut Vec<u8>, small: &mut Small, tx: &mut Outbox) {
         let name = &self.names[f];
         let mut out = Vec::new();
-        let done = |em: &mut Emitter, out, seq| {
-            let _ = tx.send(Done {
+        let done = |tx: &mut Outbox, em: &mut Emitter, out, seq| {
+            tx.send(Done {
                 file: f,
                 seq,
                 last: true,
@@ -337,13 +378,13 @@ impl Ctx<'_, '_> {
             em.stats.files = 1;
             em.stats.bytes = used as u64;
             whole(em, &buf[..used], name, &mut out, None);
-            return done(em, out, 0);
+            return done(tx, em, out, 0);
         }
         let mut r = match self.inputs[f].open() {
             Ok(r) => r,
             Err(message) => {
                 em.stats.unreadable.push(message);
-                return done(em, out, 0);
+                return done(tx, em, out, 0);
             }
         };
         let (used, error) = fill(&mut r, buf, WHOLE);
@@ -351,7 +392,7 @@ impl Ctx<'_, '_> {
         em.stats.bytes = used as u64;
         if used < WHOLE || error.is_some() {
             whole(em, &buf[..used], name, &mut out, error);
-            return done(em, out, 0);
+            return done(tx, em, out, 0);
         }
         // A large file: read it in jobs, once every file before it is written. What this
         // worker evaluates meanwhile is sent with its own job, so the file's counts wait.
@@ -366,14 +407,14 @@ impl Ctx<'_, '_> {
                 em.stats.files = 1;
                 em.stats.bytes = data.len() as u64;
                 em.stats.unreadable.push(message);
-                return done(em, out, 0);
+                return done(tx, em, out, 0);
             }
             (Shape::Lines, Some(end)) => em.first_line(&data[..end], name).map(|found| (found, end)),
             _ => None,
         };
         // The first line's findings and counts come first, then the jobs, then the file's.
         let (found, end) = first.map_or((Vec::new(), None), |(found, end)| (found, Some(end)));
-        let _ = tx.send(Done {
+        tx.send(Done {
             file: f,
             seq: 0,
             last: false,
@@ -392,7 +433,7 @@ impl Ctx<'_, '_> {
                 .unreadable
                 .push(format!("{name}:{}: cannot read: {}", e.line, e.error));
         }
-        done(em, out, seq);
+        done(tx, em, out, seq);
     }
 
     /// Cuts a document into jobs of whole records. Returns the bytes read, and a read error.
@@ -403,7 +444,7 @@ impl Ctx<'_, '_> {
         mut r: Box<dyn Read + Send>,
         seq: &mut u64,
         em: &mut Emitter,
-        tx: &mpsc::Sender<Done>,
+        tx: &mut Outbox,
     ) -> (u64, Option<ReadError>) {
         let result = cut(&mut r, data, CHUNK, &mut || self.new_buffer(), &mut |c| {
             self.push(
@@ -432,7 +473,7 @@ impl Ctx<'_, '_> {
         r: Box<dyn Read + Send>,
         seq: &mut u64,
         em: &mut Emitter,
-        tx: &mpsc::Sender<Done>,
+        tx: &mut Outbox,
     ) -> (u64, Option<ReadError>) {
         let mut r = BufReader::with_capacity(256 * 1024, io::Cursor::new(rest.to_vec()).chain(r));
         let (mut line, mut bytes) = (2u64, (WHOLE - rest.len()) as u64);
