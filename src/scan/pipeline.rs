@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 
 use super::Stats;
 use super::buffer::{fill, pieces, whole};
@@ -217,8 +217,19 @@ pub(crate) fn run(
 }
 
 impl Ctx<'_, '_> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {
+    fn lock(&self) -> MutexGuard<'_, Sched> {
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a change; first sends what this worker holds, which may be what the others
+    /// wait for (the files before a larger file are written only once sent).
+    fn wait<'a>(&'a self, s: MutexGuard<'a, Sched>, tx: &mut Outbox) -> MutexGuard<'a, Sched> {
+        if tx.batch.is_empty() {
+            return self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(s);
+        tx.flush();
+        self.lock()
     }
 
     /// Output failed: start nothing more.
@@ -252,14 +263,7 @@ impl Ctx<'_, '_> {
                     if s.next_file >= self.inputs.len() && s.active == 0 {
                         break Task::Exit;
                     }
-                    // What this worker holds may be what the others wait for.
-                    if !tx.batch.is_empty() {
-                        drop(s);
-                        tx.flush();
-                        s = self.lock();
-                        continue;
-                    }
-                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                    s = self.wait(s, tx);
                 }
             };
             match task {
@@ -294,8 +298,6 @@ impl Ctx<'_, '_> {
 
     /// Waits until every file before `f` is written, evaluating jobs meanwhile.
     fn wait_for_turn(&self, f: usize, em: &mut Emitter, tx: &mut Outbox) {
-        // The files before `f` that this worker read are written only once sent.
-        tx.flush();
         let mut s = self.lock();
         while s.head != f {
             match s.jobs.pop_front() {
@@ -304,15 +306,7 @@ impl Ctx<'_, '_> {
                     self.run(j, em, tx);
                     s = self.lock();
                 }
-                None => {
-                    if !tx.batch.is_empty() {
-                        drop(s);
-                        tx.flush();
-                        s = self.lock();
-                        continue;
-                    }
-                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
-                }
+                None => s = self.wait(s, tx),
             }
         }
     }
