@@ -200,6 +200,27 @@ fn value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
 /// Bytes a mutation may write: everything the automaton tells apart.
 const ALPHABET: &[u8] = b"{}[]:,\" \t\n\r\\0123456789-+.eEtrufalsn\x01\x7f\xc3";
 
+/// Up to a few edits of `text`: a byte of [`ALPHABET`] inserted, a byte removed or replaced.
+type Edits = Vec<(prop::sample::Index, usize, u8)>;
+
+fn edits(most: usize) -> impl Strategy<Value = Edits> {
+    prop::collection::vec((any::<prop::sample::Index>(), 0..ALPHABET.len(), 0..3u8), 0..most)
+}
+
+fn edit(text: &mut Vec<u8>, edits: &Edits) {
+    for (at, byte, how) in edits {
+        let i = at.index(text.len() + 1);
+        match how {
+            0 => text.insert(i, ALPHABET[*byte]),
+            1 if i < text.len() => {
+                text.remove(i);
+            }
+            _ if i < text.len() => text[i] = ALPHABET[*byte],
+            _ => {}
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
@@ -212,18 +233,10 @@ proptest! {
     fn agrees_with_serde_json(
         v in value(6),
         pretty in any::<bool>(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), 0..ALPHABET.len(), 0..3u8), 0..4),
+        edits in edits(4),
     ) {
         let mut text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
-        for (at, byte, how) in &edits {
-            let i = at.index(text.len() + 1);
-            match how {
-                0 => text.insert(i, ALPHABET[*byte]),
-                1 if i < text.len() => { text.remove(i); }
-                _ if i < text.len() => text[i] = ALPHABET[*byte],
-                _ => {}
-            }
-        }
+        edit(&mut text, &edits);
         let fast = verdicts(&text);
         let slow = serde_ok(&text);
         prop_assert!(!fast || slow, "valid here, not for serde_json: {:?}", String::from_utf8_lossy(&text));
@@ -426,19 +439,11 @@ proptest! {
     fn log_files_agree_with_the_splitter_and_serde_json(
         records in prop::collection::vec(record(), 0..6),
         pretty in any::<bool>(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), 0..ALPHABET.len(), 0..3u8), 0..3),
+        edits in edits(3),
     ) {
         let doc = serde_json::json!({ "Records": records });
         let mut text = if pretty { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap();
-        for (at, byte, how) in &edits {
-            let i = at.index(text.len() + 1);
-            match how {
-                0 => text.insert(i, ALPHABET[*byte]),
-                1 if i < text.len() => { text.remove(i); }
-                _ if i < text.len() => text[i] = ALPHABET[*byte],
-                _ => {}
-            }
-        }
+        edit(&mut text, &edits);
         let cut = cut_checked(&text);
         let records_only = split(&text).iter().all(|p| matches!(p, crate::scan::split::Piece::Record(_)));
         if serde_ok(&text) && records_only && records_start(&text).is_some() {
