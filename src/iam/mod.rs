@@ -22,6 +22,7 @@
 pub mod api;
 pub mod config;
 pub mod confirm;
+pub mod intent;
 pub mod report;
 pub mod sweep;
 

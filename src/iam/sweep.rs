@@ -32,6 +32,7 @@ mod act;
 
 use super::api::IamApi;
 use super::confirm::{self, Pending};
+use super::intent::KeyStatus;
 use super::{KeyFinding, KeyInfo, LastUse, Planned, Policy};
 use crate::aws::Place;
 use crate::event::Record;
@@ -72,6 +73,17 @@ pub struct SweepReport {
     pub pending: Vec<(String, Pending)>,
     /// Keys read whose recorded deletion decision, if any, no longer stands.
     pub settled: Vec<String>,
+}
+
+/// What the sweep tells its caller as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// A change of this key is about to be made: write it down first ([`super::intent`]).
+    /// Answer false and the key is left as it is.
+    Intend(&'a KeyFinding),
+    /// A result, as soon as it is known (see [`SweepResult::made`]); answer whether its
+    /// message was queued.
+    Done(&'a SweepResult),
 }
 
 /// One finding and what was done about it.
@@ -116,7 +128,7 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
         now: DateTime<Utc>,
         deactivated: &HashMap<String, DateTime<Utc>>,
         pending: &HashMap<String, Pending>,
-        mut acted: impl FnMut(&SweepResult) -> bool,
+        mut acted: impl FnMut(Step<'_>) -> bool,
     ) -> Result<SweepReport, String> {
         let calls_before = self.iam.calls();
         let mut report = SweepReport::default();
@@ -205,11 +217,31 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                     notified: false,
                 }
             };
-            acted(&result);
+            acted(Step::Done(&result));
             report.results.push(result);
         }
         report.calls = self.iam.calls() - calls_before;
         Ok(report)
+    }
+
+    /// The account whose keys this sweeper reads.
+    pub fn account(&self) -> &str {
+        &self.events.account
+    }
+
+    /// The key's status now, for an intent left by an interrupted sweep. A user that no
+    /// longer exists has no keys.
+    pub async fn key_status(&self, user: &str, key: &str) -> Result<KeyStatus, crate::aws::AwsError> {
+        let keys = match self.iam.list_access_keys(user).await {
+            Ok(keys) => keys,
+            Err(e) if e.error_type == crate::aws::ErrorType::NotFound => return Ok(KeyStatus::Gone),
+            Err(e) => return Err(e),
+        };
+        Ok(match keys.into_iter().find(|k| k.id == key) {
+            Some(k) if k.active => KeyStatus::Active,
+            Some(_) => KeyStatus::Inactive,
+            None => KeyStatus::Gone,
+        })
     }
 
     /// Users whose report line shows a key worth a closer look, and the number of keys seen.

@@ -9,9 +9,10 @@ use super::message::{Message, clean, clean_subject};
 /// How many skipped users or keys a message lists (the log has them all): with each entry cut,
 /// the message stays far below SNS's 256 KB however many were skipped.
 const MAX_LISTED: usize = 50;
+use crate::iam::intent::Intent;
 use crate::iam::sweep::planned_action;
 use crate::iam::{KeyFinding, Planned, UNUSED};
-use crate::job::Outcome;
+use crate::job::{ActionKind, Outcome};
 
 /// The notification for one key finding of the sweep that began at `sweep` (its id is derived
 /// from the key, what was done and the sweep, so a resend after a crash carries the same id).
@@ -90,6 +91,59 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
         json,
         attributes: vec![
             ("rule_id".into(), rule_id.to_owned()),
+            ("severity".into(), "medium".into()),
+            ("outcome".into(), outcome.as_str().into()),
+            ("notification_id".into(), id),
+        ],
+    }
+}
+
+/// The notification of a change a sweep began before an interruption, as its key's status
+/// shows it now ([`Intent::settle`]). Its `notification_id` is the one the uninterrupted
+/// sweep's message would have had for that outcome.
+pub fn interrupted(i: &Intent, outcome: Outcome, detail: &str) -> Message {
+    let action = i.action.as_str();
+    let what = match (i.action, outcome) {
+        (ActionKind::Delete, Outcome::Applied) => "deleted".to_owned(),
+        (_, Outcome::Applied) => "deactivated".to_owned(),
+        (_, Outcome::Failed) => format!("{action} FAILED"),
+        _ => "gone".to_owned(),
+    };
+    let user = clean(&i.user, 128);
+    let subject = clean_subject(&format!(
+        "[MEDIUM] IAM key {} of {user}: {what}, after an interruption",
+        i.access_key_id
+    ));
+    let rules = i.rule_ids.join(", ");
+    let mut text = String::from(
+        "trailguard was interrupted while it changed an IAM access key, before it recorded the result. This is what the key shows now.\n\n",
+    );
+    for (k, v) in [
+        ("Rules", rules.as_str()),
+        ("User", user.as_str()),
+        ("Access key", i.access_key_id.as_str()),
+        ("Action", action),
+        ("Begun", &i.at.to_rfc3339()),
+        ("Outcome", &format!("{}: {detail}", outcome.as_str())),
+    ] {
+        text.push_str(&format!("  {k:<13} {v}\n"));
+    }
+    let id = crate::outbox::notification_id(&["iam", &i.access_key_id, action, outcome.as_str(), &i.sweep]);
+    text.push_str(&format!("\nnotification id: {id}\n"));
+    let rule_id = i.rule_ids.first().cloned().unwrap_or_default();
+    let json = json!({
+        "version": 1, "notification_id": id, "rule_id": rule_id, "rule_ids": i.rule_ids,
+        "severity": "medium", "outcome": outcome.as_str(), "dry_run": false, "finding": i.finding,
+        "action": action, "detail": detail, "interrupted": true, "begun": i.at.to_rfc3339(),
+        "subject": subject, "text": text,
+    });
+    Message {
+        id: id.clone(),
+        subject,
+        text,
+        json,
+        attributes: vec![
+            ("rule_id".into(), rule_id),
             ("severity".into(), "medium".into()),
             ("outcome".into(), outcome.as_str().into()),
             ("notification_id".into(), id),

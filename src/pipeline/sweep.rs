@@ -4,6 +4,11 @@
 //! has succeeded, before it is verified, in one transaction: a sweep cut short by a crash has
 //! said what it did. A failed call or verification is queued at once too; the other findings'
 //! messages when the sweep ends.
+//!
+//! Each change is written down before its call ([`crate::iam::intent`]) and the note removed in
+//! the transaction that queues its message. A note found at the start of a sweep is a change a
+//! crash (or a failed write) left unreported: the key's status says what it came to, and that
+//! is notified before the sweep decides anything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::iam::sweep::{SweepResult, Sweeper, planned_action};
+use crate::iam::intent::{self, Intent};
+use crate::iam::sweep::{Step, SweepResult, Sweeper, planned_action};
 use crate::iam::{IamApi, Planned};
 use crate::job::Outcome;
 use crate::notify;
@@ -37,6 +43,8 @@ pub struct SweepLoop<I, L> {
 struct Queued {
     entries: Vec<Entry>,
     deactivated: Vec<(String, DateTime<Utc>)>,
+    /// The intents the entries account for.
+    settled: Vec<String>,
 }
 
 impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
@@ -52,12 +60,14 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 error!(error = %e, "Cannot read the deletions decided before; they are decided again.");
                 HashMap::new()
             });
+            self.reconcile(now).await;
             let sweep_id = now.to_rfc3339();
             let mut queued = Queued::default();
             let swept = self
                 .sweeper
-                .sweep(now, &deactivated, &pending, |r| {
-                    self.found(r, now, &sweep_id, &mut queued)
+                .sweep(now, &deactivated, &pending, |step| match step {
+                    Step::Intend(f) => self.intend(f, &sweep_id),
+                    Step::Done(r) => self.found(r, now, &sweep_id, &mut queued),
                 })
                 .await;
             let mut next = started + self.interval;
@@ -113,7 +123,10 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 }
             }
             if !queued.entries.is_empty() || !queued.deactivated.is_empty() {
-                match self.store.enqueue(&queued.entries, &queued.deactivated) {
+                match self
+                    .store
+                    .enqueue(&queued.entries, &queued.deactivated, &queued.settled)
+                {
                     Ok(()) => self.outbox.notify_one(),
                     Err(e) => error!(error = %e, "Cannot queue the sweep's notifications."),
                 }
@@ -121,6 +134,58 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// Accounts for the changes begun before an interruption: each key's status now, notified.
+    /// An intent whose key cannot be read stays for the next sweep.
+    async fn reconcile(&self, now: DateTime<Utc>) {
+        let intents = match self.store.intents() {
+            Ok((intents, bad)) => {
+                for q in bad {
+                    error!(key = %q.key, error = %q.error, "A record of an IAM change begun does not decode; moved to quarantine.");
+                }
+                intents
+            }
+            Err(e) => {
+                error!(error = %e, "Cannot read the IAM changes begun before; they are accounted for at the next sweep.");
+                return;
+            }
+        };
+        for i in intents.iter().filter(|i| i.account == self.sweeper.account()) {
+            let status = match self.sweeper.key_status(&i.user, &i.access_key_id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(user = %i.user, access_key_id = %i.access_key_id, error = %e, "Cannot read a key that a change begun before an interruption was about; tried again at the next sweep.");
+                    continue;
+                }
+            };
+            let (outcome, detail) = i.settle(status);
+            telemetry::remediation(i.action, outcome);
+            warn!(
+                user = %i.user, access_key_id = %i.access_key_id, action = i.action.as_str(),
+                begun = %i.at, sweep = %i.sweep, outcome = outcome.as_str(), detail = %detail,
+                "IAM change begun before an interruption, accounted for."
+            );
+            let entry = Entry::new(notify::iam::interrupted(i, outcome, &detail), now);
+            match self.store.enqueue(&[entry], &[], &[i.key()]) {
+                Ok(()) => self.outbox.notify_one(),
+                Err(e) => {
+                    error!(error = %e, "Cannot queue the message of a change begun before an interruption; tried again at the next sweep.")
+                }
+            }
+        }
+    }
+
+    /// A change is about to be made: written down first, or not made.
+    fn intend(&self, f: &crate::iam::KeyFinding, sweep_id: &str) -> bool {
+        let i = Intent::new(self.sweeper.account(), f, sweep_id, self.clock.now());
+        match self.store.intend(&i) {
+            Ok(()) => true,
+            Err(e) => {
+                error!(user = %i.user, access_key_id = %i.access_key_id, error = %e, "Cannot write down an IAM change before making it; the key is left as it is.");
+                false
             }
         }
     }
@@ -152,10 +217,18 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
             .collect();
         let msg = notify::iam::render(f, r.outcome, &r.detail, self.sweeper.dry_run, sweep_id);
         let entry = Entry::new(msg, now);
+        // A change's message accounts for its intent.
+        let settled: Vec<String> = matches!(f.planned, Planned::Deactivate | Planned::Delete)
+            .then(|| intent::key(self.sweeper.account(), &f.key.access_key_id))
+            .into_iter()
+            .collect();
         let changed = matches!(f.planned, Planned::Deactivate | Planned::Delete)
             && matches!(r.outcome, Outcome::Applied | Outcome::Failed);
         if changed {
-            match self.store.enqueue(std::slice::from_ref(&entry), &deactivated) {
+            match self
+                .store
+                .enqueue(std::slice::from_ref(&entry), &deactivated, &settled)
+            {
                 Ok(()) => {
                     self.outbox.notify_one();
                     return true;
@@ -170,6 +243,7 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
         }
         queued.entries.push(entry);
         queued.deactivated.extend(deactivated);
+        queued.settled.extend(settled);
         false
     }
 }

@@ -1,12 +1,14 @@
 //! IAM deletions decided and waiting to be re-checked ([`crate::iam::confirm`]): kept across
-//! restarts, so a restart neither loses the wait nor acts before it is over.
+//! restarts, so a restart neither loses the wait nor acts before it is over. And the changes
+//! begun and not yet accounted for ([`crate::iam::intent`]).
 
 use std::collections::HashMap;
 
 use redb::ReadableTable;
 
-use super::{IAM_PENDING_DELETE, StateError, Store, db};
+use super::{IAM_INTENTS, IAM_PENDING_DELETE, StateError, Store, db};
 use crate::iam::confirm::Pending;
+use crate::iam::intent::Intent;
 
 impl Store {
     /// Every deletion decided and waiting, by access key id (rows that do not decode are left
@@ -42,5 +44,49 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Writes down a change about to be made, before the call ([`crate::iam::intent`]).
+    pub fn intend(&self, intent: &Intent) -> Result<(), StateError> {
+        self.write(|tx| super::tables::put(tx, IAM_INTENTS, &intent.key(), intent))
+    }
+
+    /// The changes begun and not accounted for (rows that do not decode are quarantined).
+    pub fn intents(&self) -> Result<(Vec<Intent>, Vec<super::Quarantined>), StateError> {
+        let (rows, bad) = self.load::<Intent>(IAM_INTENTS, "iam_intents")?;
+        Ok((rows.into_iter().map(|(_, i)| i).collect(), bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::ActionKind;
+
+    #[test]
+    fn an_intent_survives_a_reopen_until_the_message_that_accounts_for_it_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Intent {
+            account: "111122223333".into(),
+            user: "app".into(),
+            access_key_id: "AKIAEXAMPLE".into(),
+            action: ActionKind::Deactivate,
+            sweep: "s".into(),
+            at: chrono::DateTime::UNIX_EPOCH,
+            rule_ids: vec!["iam_access_key_unused".into()],
+            finding: serde_json::json!({"key": {"access_key_id": "AKIAEXAMPLE"}}),
+        };
+        Store::open(dir.path(), false).unwrap().intend(&intent).unwrap();
+        // A crash here: the reopened store still has it.
+        let store = Store::open(dir.path(), false).unwrap();
+        assert_eq!(store.intents().unwrap().0, std::slice::from_ref(&intent));
+        let (outcome, detail) = intent.settle(crate::iam::intent::KeyStatus::Inactive);
+        let entry = crate::outbox::Entry::new(
+            crate::notify::iam::interrupted(&intent, outcome, &detail),
+            chrono::DateTime::UNIX_EPOCH,
+        );
+        store.enqueue(std::slice::from_ref(&entry), &[], &[intent.key()]).unwrap();
+        assert!(store.intents().unwrap().0.is_empty());
+        assert_eq!(store.outbox().unwrap().0, [entry]);
     }
 }

@@ -54,6 +54,9 @@ pub(crate) const DEACTIVATED: TableDefinition<&str, i64> = TableDefinition::new(
 /// IAM deletions decided and waiting to be re-checked: key id → [`crate::iam::confirm::Pending`].
 pub(crate) const IAM_PENDING_DELETE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("iam_pending_delete");
+/// IAM changes begun and not yet accounted for ([`crate::iam::intent`]): `account \0 access
+/// key id` → JSON. Added without a schema bump, like [`PENDING_KEYS`].
+pub(crate) const IAM_INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_intents");
 /// Alias and tag changes from event history: `key ARN \0 time (ms, 20 digits) \0 event id \0 n`.
 pub(crate) const PROTECTION_CHANGES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("protection_changes");
@@ -191,6 +194,7 @@ impl Store {
                 PENDING_KEYS,
                 RECHECK,
                 IAM_PENDING_DELETE,
+                IAM_INTENTS,
             ] {
                 db!(tx.open_table(t))?;
             }

@@ -5,7 +5,9 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CURSORS, DEACTIVATED, JOBS, OUTBOX, QUARANTINE, SEEN, StateError, Store, WINDOWS, db};
+use super::{
+    CURSORS, DEACTIVATED, IAM_INTENTS, JOBS, OUTBOX, QUARANTINE, SEEN, StateError, Store, WINDOWS, db,
+};
 use crate::aggregate::Window;
 use crate::cursor::{Cursor, Seen};
 use crate::job::Job;
@@ -43,7 +45,7 @@ pub(super) fn put<T: Serialize>(
     Ok(())
 }
 
-fn remove(tx: &WriteTransaction, table: JsonTable, key: &str) -> Result<(), StateError> {
+pub(super) fn remove(tx: &WriteTransaction, table: JsonTable, key: &str) -> Result<(), StateError> {
     let mut t = db!(tx.open_table(table))?;
     db!(t.remove(key))?;
     Ok(())
@@ -243,15 +245,20 @@ impl Store {
         Ok((rows.into_iter().map(|(_, e)| e).collect(), bad))
     }
 
-    /// Queues messages that finish no job (the IAM sweep's), with the deactivations they report.
+    /// Queues messages that finish no job (the IAM sweep's), with the deactivations they report,
+    /// and removes the intents ([`crate::iam::intent`]) they account for, by key.
     pub fn enqueue(
         &self,
         entries: &[Entry],
         deactivated: &[(String, DateTime<Utc>)],
+        settled: &[String],
     ) -> Result<(), StateError> {
         self.write(|tx| {
             for e in entries {
                 put(tx, OUTBOX, e.id(), e)?;
+            }
+            for k in settled {
+                remove(tx, IAM_INTENTS, k)?;
             }
             let mut d = db!(tx.open_table(DEACTIVATED))?;
             for (key, at) in deactivated {

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{SweepResult, Sweeper, planned_action};
+use super::{Step, SweepResult, Sweeper, planned_action};
+use crate::iam::intent::KeyStatus;
 use crate::iam::{IamApi, KeyFinding, Planned};
 use crate::job::Outcome;
 use crate::sources::LookupApi;
@@ -15,23 +16,20 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
         !self.dry_run && matches!(f.planned, Planned::Deactivate | Planned::Delete)
     }
 
-    /// Makes the change a finding plans ([`Self::changes`]). Once the call has succeeded,
-    /// `made` is given the result (`made`: true) before the change is verified, so that a
-    /// sweep cut there has already said what it did; it returns whether that result's message
-    /// was queued. The verified result follows (`notified` when `made` queued a message that
-    /// still holds).
+    /// Makes the change a finding plans ([`Self::changes`]), once `made` has written it down
+    /// ([`Step::Intend`]). Once the call has succeeded, `made` is given the result (`made`:
+    /// true) before the change is verified, so that a sweep cut there has already said what it
+    /// did; it returns whether that result's message was queued. The verified result follows
+    /// (`notified` when `made` queued a message that still holds). A call that answers with an
+    /// error may still have taken effect (a timeout after IAM applied it): the key's status
+    /// decides.
     pub(super) async fn change(
         &self,
         finding: KeyFinding,
-        made: &mut impl FnMut(&SweepResult) -> bool,
+        made: &mut impl FnMut(Step<'_>) -> bool,
     ) -> SweepResult {
         let (user, key) = (finding.key.user_name.clone(), finding.key.access_key_id.clone());
         let deactivate = finding.planned == Planned::Deactivate;
-        let call = if deactivate {
-            self.iam.deactivate(&user, &key).await
-        } else {
-            self.iam.delete(&user, &key).await
-        };
         let op = if deactivate {
             "UpdateAccessKey"
         } else {
@@ -44,8 +42,33 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             made: false,
             notified: false,
         };
+        if !made(Step::Intend(&r.finding)) {
+            r.outcome = Outcome::NotActionable;
+            r.detail = "not changed: trailguard could not write the change down in its state before making it (see its log), and makes no change it could not account for after a crash".into();
+            return r;
+        }
+        let call = if deactivate {
+            self.iam.deactivate(&user, &key).await
+        } else {
+            self.iam.delete(&user, &key).await
+        };
         if let Err(e) = call {
-            r.detail = format!("{op} failed: {}", e.short());
+            let e = e.short();
+            match (deactivate, self.key_status(&user, &key).await) {
+                (true, Ok(KeyStatus::Inactive)) => {
+                    r.outcome = Outcome::Applied;
+                    r.detail = format!(
+                        "deactivated: {op} answered with an error ({e}), but the key is Inactive now (verified); reactivate it with aws iam update-access-key --status Active if this was a mistake"
+                    );
+                }
+                (false, Ok(KeyStatus::Gone)) => {
+                    r.outcome = Outcome::Applied;
+                    r.detail = format!(
+                        "deleted: {op} answered with an error ({e}), but the key is gone now (verified)"
+                    );
+                }
+                _ => r.detail = format!("{op} failed: {e}"),
+            }
             return r;
         }
         r.outcome = Outcome::Applied;
@@ -55,7 +78,7 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
         } else {
             "deleted (DeleteAccessKey; it had been inactive long enough)".into()
         };
-        let notified = made(&r);
+        let notified = made(Step::Done(&r));
         r.made = false;
         let status = self.status(&user, &key).await;
         match (deactivate, status) {

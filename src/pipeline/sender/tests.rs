@@ -60,7 +60,7 @@ async fn a_ten_minute_outage_loses_nothing_repeats_nothing_and_costs_few_attempt
     let entries: Vec<Entry> = (0..20)
         .map(|i| Entry::new(message(&format!("n-{i}")), t0()))
         .collect();
-    store.enqueue(&entries, &[]).unwrap();
+    store.enqueue(&entries, &[], &[]).unwrap();
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
     let sender = Sender {
@@ -76,7 +76,7 @@ async fn a_ten_minute_outage_loses_nothing_repeats_nothing_and_costs_few_attempt
     // More messages arrive during the outage, each waking the sender.
     for e in &entries[10..] {
         tokio::time::sleep(Duration::from_secs(20)).await;
-        store.enqueue(std::slice::from_ref(e), &[]).unwrap();
+        store.enqueue(std::slice::from_ref(e), &[], &[]).unwrap();
         wake.notify_one();
     }
     tokio::time::sleep(Duration::from_secs(10 * 60 + 5 * 60 + 10)).await;

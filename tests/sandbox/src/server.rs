@@ -268,6 +268,7 @@ async fn route(
     } else {
         operation(service, &parts, &body)
     };
+    let mut lost = FaultAction::Pass;
     if service != Service::Other {
         shared.count(service, &operation);
         if !scope.access_key_id.is_empty() {
@@ -277,17 +278,18 @@ async fn route(
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        match action {
-            FaultAction::Pass => {}
+        match &action {
             FaultAction::Fail(status, code) => {
                 let msg = format!("Injected fault in {} {operation}", service.name());
-                return Ok(wire::error(service, &parts.headers, status, &code, &msg));
+                return Ok(wire::error(service, &parts.headers, *status, code, &msg));
             }
             FaultAction::Hang => {
                 hang(&shared, service, &operation).await;
                 return Err(HangUp);
             }
+            _ => {}
         }
+        lost = action;
     }
     let ctx = Ctx {
         shared,
@@ -312,7 +314,22 @@ async fn route(
         Service::Account => crate::account::handle(&ctx),
         Service::Other => ctx.pass().await,
     };
-    Ok(resp)
+    // A fault `after` the call: it was served, and its answer is lost.
+    match lost {
+        FaultAction::FailAfter(status, code) => {
+            let msg = format!(
+                "Injected fault in {} {} after it was served",
+                ctx.service.name(),
+                ctx.operation
+            );
+            Ok(wire::error(ctx.service, &ctx.parts.headers, status, &code, &msg))
+        }
+        FaultAction::HangAfter => {
+            hang(&ctx.shared, ctx.service, &ctx.operation).await;
+            Err(HangUp)
+        }
+        _ => Ok(resp),
+    }
 }
 
 fn cloudtrail(ctx: &Ctx) -> Response<Body> {

@@ -74,6 +74,9 @@ pub struct Fault {
     /// (then the connection is closed without an answer). On its own it hangs every matching
     /// request; with `fail_next` or `error_rate` only the requests those select.
     pub hang: bool,
+    /// Serve the request first (the change is made and recorded), then fail or hang its
+    /// answer: the answer is lost, as when a call times out after AWS applied it.
+    pub after: bool,
     /// Whether `hang` applies only to the requests `fail_next`/`error_rate` select (fixed when
     /// the fault is set, so an exhausted `fail_next` stops hanging). Set by `set_fault`.
     #[serde(skip)]
@@ -90,6 +93,7 @@ impl Default for Fault {
             code: None,
             latency_ms: 0,
             hang: false,
+            after: false,
             selective: false,
         }
     }
@@ -178,6 +182,10 @@ pub enum FaultAction {
     Fail(u16, String),
     /// Never answer.
     Hang,
+    /// Serve it, then answer with this status and error code instead of its answer.
+    FailAfter(u16, String),
+    /// Serve it, then never answer.
+    HangAfter,
 }
 
 pub struct Shared {
@@ -300,7 +308,12 @@ impl Shared {
             f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate
         };
         if f.hang && (fail || !selective) {
-            return (f.latency_ms, FaultAction::Hang);
+            let hang = if f.after {
+                FaultAction::HangAfter
+            } else {
+                FaultAction::Hang
+            };
+            return (f.latency_ms, hang);
         }
         let code = f.code.clone().unwrap_or_else(|| {
             if f.status >= 500 {
@@ -312,7 +325,9 @@ impl Shared {
                 "Throttling".into()
             }
         });
-        let action = if fail {
+        let action = if fail && f.after {
+            FaultAction::FailAfter(f.status, code)
+        } else if fail {
             FaultAction::Fail(f.status, code)
         } else {
             FaultAction::Pass
