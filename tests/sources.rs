@@ -11,7 +11,8 @@ use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use serde_json::Value;
-use trailguard_sandbox::{OrgTrailConfig, Settings};
+use trailguard_sandbox::wire::Service;
+use trailguard_sandbox::{Fault, OrgTrailConfig, Settings};
 
 const BUCKET: &str = "org-trail-logs";
 
@@ -262,6 +263,79 @@ async fn an_event_delivered_by_eventbridge_and_s3_is_handled_once() {
             .await
             >= 3.0,
         "the file's copies are counted as duplicates:\n{}",
+        g.logs()
+    );
+    assert!(g.terminate(Duration::from_secs(30)).await.success());
+}
+
+/// SNS is down while keys need rescue, and the source has few work slots (`max_in_flight =
+/// 10`): messages whose work is done and whose notifications wait on SNS leave their slots, so
+/// the source goes on receiving and every key is rescued during the outage. Each message is
+/// still deleted only once its notifications are published, after the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sns_outage_does_not_stop_a_queue_source_from_rescuing_keys() {
+    let world = World::new().await;
+    let (events, _) = queue(&world, "kms-events", 3).await;
+    forward_kms_events(&world, &events).await;
+    let port = free_port();
+    let config = sources(
+        &world,
+        &[("eventbridge_sqs", &events)],
+        "max_in_flight = 10\n",
+        port,
+    );
+    let mut g = Guard::start(&world, &config, port, &[]);
+    g.wait_ready().await;
+    world.sb.state().set_fault(
+        Service::Sns,
+        Fault {
+            operations: vec!["Publish".into()],
+            error_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    // 25 deletions scheduled (each a finding to notify), then one failed use of each key.
+    let mut keys = Vec::new();
+    for i in 0..25 {
+        keys.push(world.doomed_key(&format!("alias/app-{i}")).await);
+    }
+    let mut ids = Vec::new();
+    for (arn, ct) in &keys {
+        ids.extend(failed_uses(&world, arn, ct, 1).await);
+    }
+    assert_eq!(ids.len(), 25);
+    let rescued = eventually(Duration::from_secs(90), || async {
+        let mut n = 0;
+        for (arn, _) in &keys {
+            n += usize::from(world.key_state(arn).await.0 == "Disabled");
+        }
+        (n == keys.len()).then_some(())
+    })
+    .await;
+    assert!(
+        rescued.is_some(),
+        "keys left pending deletion during the SNS outage:\n{}",
+        g.logs()
+    );
+    assert!(
+        world.sb.state().counter("sns.Publish") > 0,
+        "the outage was in force: publishes were tried and failed"
+    );
+    let mut seen = Vec::new();
+    assert!(
+        by_event(&world, &mut seen).await.is_empty(),
+        "nothing published during the outage"
+    );
+    world.sb.state().clear_faults();
+    let n = notified(&world, &mut seen, &ids, Duration::from_secs(120), &g).await;
+    assert!(ids.iter().all(|i| n[i] == 1), "{n:?}");
+    let drained = eventually(Duration::from_secs(60), || async {
+        (queue_depth(&world.sqs, &events).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "every message deleted once published:\n{}",
         g.logs()
     );
     assert!(g.terminate(Duration::from_secs(30)).await.success());

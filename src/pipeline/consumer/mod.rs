@@ -56,6 +56,13 @@ const SETTLE_EVERY: Duration = Duration::from_millis(200);
 /// `max_in_flight` entries.
 const SETTLE_EVERY_WHEN_FULL: Duration = Duration::from_millis(50);
 
+/// Messages held apart while only their notifications are left to publish
+/// ([`super::acks::Progress::Queued`]), per `max_in_flight` slot: an SNS outage or an
+/// aggregation window holds them for minutes, and meanwhile the source goes on receiving.
+/// Beyond this many (1,000 at the default), receiving waits again: what a replica holds stays
+/// bounded, far below SQS's 120,000 in-flight messages per queue.
+const WAITING_PER_SLOT: usize = 10;
+
 /// What every queue consumer of the process shares.
 #[derive(Clone)]
 pub struct Shared {
@@ -85,7 +92,15 @@ struct Held {
     sent: Option<DateTime<Utc>>,
     receive_count: u32,
     visible_until: Instant,
-    _permit: OwnedSemaphorePermit,
+    /// Held by the permit while it lasts.
+    slot: Slot,
+}
+
+/// Where a held message counts: a `max_in_flight` slot while its work goes on, a waiting place
+/// ([`WAITING_PER_SLOT`]) once only its notifications are left to publish.
+enum Slot {
+    Working { _permit: OwnedSemaphorePermit },
+    Waiting { _permit: OwnedSemaphorePermit },
 }
 
 /// What reading one message gave.
@@ -130,6 +145,7 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
         let this = Arc::new(self);
         let held: HeldMap = Arc::default();
         let permits = Arc::new(Semaphore::new(this.source.max_in_flight));
+        let waiting = Arc::new(Semaphore::new(this.source.max_in_flight * WAITING_PER_SLOT));
         let receiving = shutdown.child_token();
         let mut loops = tokio::task::JoinSet::new();
         for _ in 0..this.source.receivers {
@@ -149,7 +165,7 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
                 _ = tick.tick() => {
                     let full = permits.available_permits() < this.source.max_messages as usize;
                     if full || last.elapsed() >= SETTLE_EVERY {
-                        this.settle(&held, &info, false).await;
+                        this.settle(&held, &waiting, &info, false).await;
                         last = Instant::now();
                     }
                 }
@@ -158,10 +174,10 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
         while loops.join_next().await.is_some() {}
         let deadline = Instant::now() + FINAL;
         while !held.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && Instant::now() < deadline {
-            this.settle(&held, &info, false).await;
+            this.settle(&held, &waiting, &info, false).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        this.settle(&held, &info, true).await;
+        this.settle(&held, &waiting, &info, true).await;
         info!(source = %name, "Queue consumer stopped.");
     }
 
@@ -231,7 +247,7 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
                         sent: m.sent,
                         receive_count: m.receive_count,
                         visible_until: received_at + s.visibility_timeout,
-                        _permit: one,
+                        slot: Slot::Working { _permit: one },
                     },
                 );
             }

@@ -1,21 +1,32 @@
-//! Settling held messages: delete what is done, extend what is in progress, let go of what
-//! failed, and at shutdown give back the rest.
+//! Settling held messages: delete what is done, extend what is in progress, move what only
+//! waits on its notifications out of the work slots, let go of what failed, and at shutdown
+//! give back the rest.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{BATCHES_AT_ONCE, Consumer, HeldMap};
+use super::{BATCHES_AT_ONCE, Consumer, HeldMap, Slot};
 use crate::pipeline::acks::Progress;
 use crate::sources::{ObjectApi, QueueApi, QueueInfo, QueueMessage};
 use crate::telemetry::{self, QueueOutcome};
 
 impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
     /// Deletes the held messages whose work is done, lets go of failed ones, extends the others
-    /// before they become visible again; at `last`, gives back the unfinished ones.
-    pub(super) async fn settle(&self, held: &HeldMap, info: &QueueInfo, last: bool) {
+    /// before they become visible again, and moves those that only wait on their notifications
+    /// from their work slot to a `waiting` place while there is one; at `last`, gives back the
+    /// unfinished ones.
+    pub(super) async fn settle(
+        &self,
+        held: &HeldMap,
+        waiting: &Arc<Semaphore>,
+        info: &QueueInfo,
+        last: bool,
+    ) {
         let name = &self.source.name;
         let now = Instant::now();
         let aws_now = self.shared.clock.now();
@@ -24,12 +35,22 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
         {
             let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
             let mut failed = Vec::new();
-            for (id, h) in all.iter() {
-                match h.tracker.progress() {
+            for (id, h) in all.iter_mut() {
+                let progress = h.tracker.progress();
+                if progress == Progress::Queued
+                    && matches!(h.slot, Slot::Working { .. })
+                    && let Ok(place) = waiting.clone().try_acquire_owned()
+                {
+                    // The work slot frees as its permit drops.
+                    h.slot = Slot::Waiting { _permit: place };
+                }
+                match progress {
                     Progress::Done => delete.push((id.clone(), h.receipt.clone())),
                     Progress::Failed => failed.push(id.clone()),
-                    Progress::Working if last => release.push((id.clone(), h.receipt.clone())),
-                    Progress::Working => {
+                    Progress::Working | Progress::Queued if last => {
+                        release.push((id.clone(), h.receipt.clone()))
+                    }
+                    Progress::Working | Progress::Queued => {
                         if let Some(sent) = h.sent {
                             oldest = oldest.max((aws_now - sent).to_std().unwrap_or_default());
                         }

@@ -289,3 +289,54 @@ async fn held_messages_are_settled_sooner_when_the_slots_run_short() {
         "with no slot free, settled on the next 50 ms tick: {short:?}"
     );
 }
+
+/// A message whose job is done and whose notification waits (SNS is down) leaves its work
+/// slot: the source receives the next message at once, although every slot was needed for a
+/// receive (`max_in_flight` = `max_messages`).
+#[tokio::test(start_paused = true)]
+async fn a_message_waiting_only_on_its_notification_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut jobs) = mpsc::unbounded_channel();
+    let use_of =
+        |id: &str| eventbridge_event("aws.kms", "111122223333", failed_use(id, "111122223333", KEY_A));
+    let shared = shared(&dir, tx, Scope::default());
+    let acks = shared.acks.clone();
+    let consumer = Consumer {
+        source: source(SourceKind::EventBridgeSqs, 10),
+        queue: Scripted {
+            // Handed out last first.
+            batches: Mutex::new(vec![
+                vec![message("m2", use_of("e-2"), 1)],
+                vec![message("m1", use_of("e-1"), 1)],
+            ]),
+            deletes: Arc::new(Mutex::new(Vec::new())),
+            start: Instant::now(),
+        },
+        objects: Objects(HashMap::new()),
+        shared,
+    };
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    let first = tokio::time::timeout(Duration::from_secs(5), jobs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.finding.event_id, "e-1");
+    // Still acting: the slot is taken, and nothing else is received.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), jobs.recv())
+            .await
+            .is_err(),
+        "received while the first message's work was in progress"
+    );
+    // The worker has written the outcome and queued the notification (it carries the job's
+    // id); SNS is down.
+    acks.moved(&first.id, &first.id);
+    let second = tokio::time::timeout(Duration::from_secs(1), jobs.recv())
+        .await
+        .expect("the next message is received while the first waits on SNS")
+        .unwrap();
+    assert_eq!(second.finding.event_id, "e-2");
+    stop.cancel();
+    run.await.unwrap();
+}
