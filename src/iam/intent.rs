@@ -64,7 +64,16 @@ impl Intent {
     /// and a sentence for the message. The status cannot tell trailguard's call from someone
     /// else's change since; the sentence says so, and nothing is recorded as trailguard's
     /// deactivation on this evidence (a later deletion needs event history's).
-    pub fn settle(&self, status: KeyStatus) -> (Outcome, String) {
+    ///
+    /// A deactivation that finds the key Active again is judged by event history:
+    /// `deactivated` is the `UpdateAccessKey` to `Inactive` of the key found there since the
+    /// intent (when, by whom), if any. Without one, the change did not take effect (the caller
+    /// waits out CloudTrail's delivery delay before concluding so).
+    pub fn settle(
+        &self,
+        status: KeyStatus,
+        deactivated: Option<(DateTime<Utc>, Option<String>)>,
+    ) -> (Outcome, String) {
         let when = self.at.to_rfc3339();
         let stopped = format!(
             "trailguard stopped after it began {} (sweep {}, at {when}) and before it recorded the result",
@@ -83,7 +92,7 @@ impl Intent {
                 Outcome::Failed,
                 format!(
                     "not deleted: {stopped}; the key is still listed ({}), and is decided again",
-                    name(s)
+                    s.as_str()
                 ),
             ),
             (_, KeyStatus::Inactive) => (
@@ -92,10 +101,22 @@ impl Intent {
                     "deactivated: {stopped}; the key is Inactive now (event history shows who deactivated it); reactivate it with aws iam update-access-key --status Active if this was a mistake"
                 ),
             ),
-            (_, KeyStatus::Active) => (
-                Outcome::Failed,
-                format!("not deactivated: {stopped}; the key is still Active, and is decided again"),
-            ),
+            (_, KeyStatus::Active) => match deactivated {
+                Some((t, who)) => (
+                    Outcome::Applied,
+                    format!(
+                        "deactivated, and reactivated since: {stopped}; event history shows UpdateAccessKey to Inactive on {} by {}, and the key is Active now: someone turned it back on",
+                        t.to_rfc3339(),
+                        who.as_deref().unwrap_or("?")
+                    ),
+                ),
+                None => (
+                    Outcome::Failed,
+                    format!(
+                        "not deactivated: {stopped}; the key is Active and event history shows no UpdateAccessKey to Inactive since; it is decided again"
+                    ),
+                ),
+            },
             (_, KeyStatus::Gone) => (Outcome::NotNeeded, format!("{stopped}; the key no longer exists")),
         }
     }
@@ -106,11 +127,13 @@ pub fn key(account: &str, access_key_id: &str) -> String {
     format!("{account}\u{0}{access_key_id}")
 }
 
-fn name(s: KeyStatus) -> &'static str {
-    match s {
-        KeyStatus::Active => "Active",
-        KeyStatus::Inactive => "Inactive",
-        KeyStatus::Gone => "gone",
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "Active",
+            KeyStatus::Inactive => "Inactive",
+            KeyStatus::Gone => "gone",
+        }
     }
 }
 
@@ -137,17 +160,34 @@ mod tests {
         use KeyStatus::{Active, Gone, Inactive};
         for (action, status, outcome, says) in [
             (Deactivate, Inactive, Outcome::Applied, "deactivated: "),
-            (Deactivate, Active, Outcome::Failed, "not deactivated: "),
+            (
+                Deactivate,
+                Active,
+                Outcome::Failed,
+                "no UpdateAccessKey to Inactive since",
+            ),
             (Deactivate, Gone, Outcome::NotNeeded, "no longer exists"),
             (Delete, Gone, Outcome::Applied, "deleted: "),
             (Delete, Inactive, Outcome::Failed, "still listed (Inactive)"),
             (Delete, Active, Outcome::Failed, "still listed (Active)"),
         ] {
-            let (o, detail) = intent(action).settle(status);
+            let (o, detail) = intent(action).settle(status, None);
             assert_eq!(o, outcome, "{action:?} {status:?}: {detail}");
             assert!(detail.contains(says), "{action:?} {status:?}: {detail}");
             assert!(detail.contains("sweep 2026-11-26T08:00:00+00:00"), "{detail}");
         }
+    }
+
+    #[test]
+    fn a_deactivation_undone_before_the_restart_is_reported_as_made_from_event_history() {
+        let by = Some("arn:aws:sts::111122223333:assumed-role/trailguard/i-1".to_owned());
+        let (o, detail) =
+            intent(ActionKind::Deactivate).settle(KeyStatus::Active, Some((DateTime::UNIX_EPOCH, by)));
+        assert_eq!(o, Outcome::Applied, "{detail}");
+        assert!(
+            detail.contains("someone turned it back on") && detail.contains("assumed-role/trailguard"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct SweepResult {
     pub made: bool,
     /// The message queued when the change was made stands for this result.
     pub notified: bool,
+    /// Whether the change was made is not known yet: its note stays for the next sweep.
+    pub keep_intent: bool,
 }
 
 impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
@@ -215,6 +217,7 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
                     detail,
                     made: false,
                     notified: false,
+                    keep_intent: false,
                 }
             };
             acted(Step::Done(&result));

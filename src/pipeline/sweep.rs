@@ -20,15 +20,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::iam::intent::{self, Intent};
+use crate::iam::intent::{self, Intent, KeyStatus};
 use crate::iam::sweep::{Step, SweepResult, Sweeper, planned_action};
 use crate::iam::{IamApi, Planned};
-use crate::job::Outcome;
+use crate::job::{ActionKind, Outcome};
 use crate::notify;
 use crate::outbox::Entry;
 use crate::sources::LookupApi;
 use crate::state::Store;
 use crate::telemetry::{self, SweepOutcome};
+
+fn delay(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::minutes(15))
+}
 
 pub struct SweepLoop<I, L> {
     pub sweeper: Sweeper<I, L>,
@@ -43,8 +47,8 @@ pub struct SweepLoop<I, L> {
 struct Queued {
     entries: Vec<Entry>,
     deactivated: Vec<(String, DateTime<Utc>)>,
-    /// The intents the entries account for.
-    settled: Vec<String>,
+    /// The intents the entries account for: (key, sweep).
+    settled: Vec<(String, String)>,
 }
 
 impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
@@ -143,8 +147,9 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
     async fn reconcile(&self, now: DateTime<Utc>) {
         let intents = match self.store.intents() {
             Ok((intents, bad)) => {
+                telemetry::quarantined(bad.len());
                 for q in bad {
-                    error!(key = %q.key, error = %q.error, "A record of an IAM change begun does not decode; moved to quarantine.");
+                    error!(key = %q.key, error = %q.error, "A record of an IAM change begun does not decode; moved to quarantine. The change it noted may have been made: see event history for the key.");
                 }
                 intents
             }
@@ -161,7 +166,24 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                     continue;
                 }
             };
-            let (outcome, detail) = i.settle(status);
+            // A key Active again: did the deactivation happen? Event history says, once
+            // CloudTrail has had its delivery delay to show it.
+            let mut deactivated = None;
+            if status == KeyStatus::Active && i.action == ActionKind::Deactivate {
+                match self.sweeper.deactivation_since(&i.access_key_id, i.at).await {
+                    Ok(Some(found)) => deactivated = Some(found),
+                    Ok(None) if now - i.at < delay(self.sweeper.delete_wait) => {
+                        info!(user = %i.user, access_key_id = %i.access_key_id, "A key a change begun before an interruption was about is Active; waiting for event history to show whether the change was made.");
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(user = %i.user, access_key_id = %i.access_key_id, error = %e, "Cannot read the event history of a key a change begun before an interruption was about; tried again at the next sweep.");
+                        continue;
+                    }
+                }
+            }
+            let (outcome, detail) = i.settle(status, deactivated);
             telemetry::remediation(i.action, outcome);
             warn!(
                 user = %i.user, access_key_id = %i.access_key_id, action = i.action.as_str(),
@@ -169,7 +191,7 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 "IAM change begun before an interruption, accounted for."
             );
             let entry = Entry::new(notify::iam::interrupted(i, outcome, &detail), now);
-            match self.store.enqueue(&[entry], &[], &[i.key()]) {
+            match self.store.enqueue(&[entry], &[], &[(i.key(), i.sweep.clone())]) {
                 Ok(()) => self.outbox.notify_one(),
                 Err(e) => {
                     error!(error = %e, "Cannot queue the message of a change begun before an interruption; tried again at the next sweep.")
@@ -182,7 +204,11 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
     fn intend(&self, f: &crate::iam::KeyFinding, sweep_id: &str) -> bool {
         let i = Intent::new(self.sweeper.account(), f, sweep_id, self.clock.now());
         match self.store.intend(&i) {
-            Ok(()) => true,
+            Ok(true) => true,
+            Ok(false) => {
+                warn!(user = %i.user, access_key_id = %i.access_key_id, "An earlier change of this key is not accounted for yet; the key is left as it is until it is.");
+                false
+            }
             Err(e) => {
                 error!(user = %i.user, access_key_id = %i.access_key_id, error = %e, "Cannot write down an IAM change before making it; the key is left as it is.");
                 false
@@ -217,9 +243,17 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
             .collect();
         let msg = notify::iam::render(f, r.outcome, &r.detail, self.sweeper.dry_run, sweep_id);
         let entry = Entry::new(msg, now);
-        // A change's message accounts for its intent.
-        let settled: Vec<String> = matches!(f.planned, Planned::Deactivate | Planned::Delete)
-            .then(|| intent::key(self.sweeper.account(), &f.key.access_key_id))
+        // A change's message accounts for this sweep's intent, unless whether the change was
+        // made is still open.
+        let settled: Vec<(String, String)> = (matches!(f.planned, Planned::Deactivate | Planned::Delete)
+            && !self.sweeper.dry_run
+            && !r.keep_intent)
+            .then(|| {
+                (
+                    intent::key(self.sweeper.account(), &f.key.access_key_id),
+                    sweep_id.to_owned(),
+                )
+            })
             .into_iter()
             .collect();
         let changed = matches!(f.planned, Planned::Deactivate | Planned::Delete)

@@ -47,8 +47,18 @@ impl Store {
     }
 
     /// Writes down a change about to be made, before the call ([`crate::iam::intent`]).
-    pub fn intend(&self, intent: &Intent) -> Result<(), StateError> {
-        self.write(|tx| super::tables::put(tx, IAM_INTENTS, &intent.key(), intent))
+    /// Returns false, writing nothing, while an earlier sweep's change of the same key is not
+    /// accounted for: that one is settled first.
+    pub fn intend(&self, intent: &Intent) -> Result<bool, StateError> {
+        let mut written = false;
+        self.write(|tx| {
+            if intent_sweep(tx, &intent.key())?.is_some_and(|s| s != intent.sweep) {
+                return Ok(());
+            }
+            written = true;
+            super::tables::put(tx, IAM_INTENTS, &intent.key(), intent)
+        })?;
+        Ok(written)
     }
 
     /// The changes begun and not accounted for (rows that do not decode are quarantined).
@@ -56,6 +66,18 @@ impl Store {
         let (rows, bad) = self.load::<Intent>(IAM_INTENTS, "iam_intents")?;
         Ok((rows.into_iter().map(|(_, i)| i).collect(), bad))
     }
+}
+
+/// The sweep of the intent stored under `key`, if there is one (one that does not decode
+/// counts as another sweep's: it is left for the quarantine).
+pub(super) fn intent_sweep(tx: &redb::WriteTransaction, key: &str) -> Result<Option<String>, StateError> {
+    let t = db!(tx.open_table(IAM_INTENTS))?;
+    let row = db!(t.get(key))?;
+    Ok(row.map(|v| {
+        serde_json::from_slice::<Intent>(v.value())
+            .map(|i| i.sweep)
+            .unwrap_or_default()
+    }))
 }
 
 #[cfg(test)]
@@ -76,16 +98,18 @@ mod tests {
             rule_ids: vec!["iam_access_key_unused".into()],
             finding: serde_json::json!({"key": {"access_key_id": "AKIAEXAMPLE"}}),
         };
-        Store::open(dir.path(), false).unwrap().intend(&intent).unwrap();
+        assert!(Store::open(dir.path(), false).unwrap().intend(&intent).unwrap());
         // A crash here: the reopened store still has it.
         let store = Store::open(dir.path(), false).unwrap();
         assert_eq!(store.intents().unwrap().0, std::slice::from_ref(&intent));
-        let (outcome, detail) = intent.settle(crate::iam::intent::KeyStatus::Inactive);
+        let (outcome, detail) = intent.settle(crate::iam::intent::KeyStatus::Inactive, None);
         let entry = crate::outbox::Entry::new(
             crate::notify::iam::interrupted(&intent, outcome, &detail),
             chrono::DateTime::UNIX_EPOCH,
         );
-        store.enqueue(std::slice::from_ref(&entry), &[], &[intent.key()]).unwrap();
+        store
+            .enqueue(std::slice::from_ref(&entry), &[], &[intent.key()])
+            .unwrap();
         assert!(store.intents().unwrap().0.is_empty());
         assert_eq!(store.outbox().unwrap().0, [entry]);
     }

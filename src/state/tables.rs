@@ -246,19 +246,22 @@ impl Store {
     }
 
     /// Queues messages that finish no job (the IAM sweep's), with the deactivations they report,
-    /// and removes the intents ([`crate::iam::intent`]) they account for, by key.
+    /// and removes the intents ([`crate::iam::intent`]) they account for: (key, sweep), so an
+    /// earlier sweep's intent for the same key stays until it is accounted for itself.
     pub fn enqueue(
         &self,
         entries: &[Entry],
         deactivated: &[(String, DateTime<Utc>)],
-        settled: &[String],
+        settled: &[(String, String)],
     ) -> Result<(), StateError> {
         self.write(|tx| {
             for e in entries {
                 put(tx, OUTBOX, e.id(), e)?;
             }
-            for k in settled {
-                remove(tx, IAM_INTENTS, k)?;
+            for (k, sweep) in settled {
+                if super::iam::intent_sweep(tx, k)?.as_deref() == Some(sweep.as_str()) {
+                    remove(tx, IAM_INTENTS, k)?;
+                }
             }
             let mut d = db!(tx.open_table(DEACTIVATED))?;
             for (key, at) in deactivated {

@@ -5,10 +5,12 @@
 use chrono::{DateTime, Utc};
 
 use super::{Step, SweepResult, Sweeper, planned_action};
+use crate::event::Record;
 use crate::iam::intent::KeyStatus;
 use crate::iam::{IamApi, KeyFinding, Planned};
 use crate::job::Outcome;
 use crate::sources::LookupApi;
+use crate::sources::find_latest;
 
 impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
     /// Whether the finding changes its key (not in a dry run).
@@ -41,10 +43,11 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             detail: String::new(),
             made: false,
             notified: false,
+            keep_intent: false,
         };
         if !made(Step::Intend(&r.finding)) {
             r.outcome = Outcome::NotActionable;
-            r.detail = "not changed: trailguard could not write the change down in its state before making it (see its log), and makes no change it could not account for after a crash".into();
+            r.detail = "not changed: trailguard could not write the change down in its state before making it, or an earlier change of this key is not accounted for yet (see its log); it makes no change it could not account for after a crash".into();
             return r;
         }
         let call = if deactivate {
@@ -53,22 +56,7 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             self.iam.delete(&user, &key).await
         };
         if let Err(e) = call {
-            let e = e.short();
-            match (deactivate, self.key_status(&user, &key).await) {
-                (true, Ok(KeyStatus::Inactive)) => {
-                    r.outcome = Outcome::Applied;
-                    r.detail = format!(
-                        "deactivated: {op} answered with an error ({e}), but the key is Inactive now (verified); reactivate it with aws iam update-access-key --status Active if this was a mistake"
-                    );
-                }
-                (false, Ok(KeyStatus::Gone)) => {
-                    r.outcome = Outcome::Applied;
-                    r.detail = format!(
-                        "deleted: {op} answered with an error ({e}), but the key is gone now (verified)"
-                    );
-                }
-                _ => r.detail = format!("{op} failed: {e}"),
-            }
+            self.after_error(&mut r, op, &e, deactivate, &user, &key).await;
             return r;
         }
         r.outcome = Outcome::Applied;
@@ -106,6 +94,79 @@ impl<I: IamApi, L: LookupApi> Sweeper<I, L> {
             }
         }
         r
+    }
+
+    /// A change whose call answered with an error: it may have taken effect all the same (a
+    /// timeout, a 5xx, a connection lost after IAM applied it), so the key is read back. The
+    /// change's note is kept ([`SweepResult::keep_intent`]) whenever the answer leaves the
+    /// question open: the next sweep settles it from the key's status then.
+    async fn after_error(
+        &self,
+        r: &mut SweepResult,
+        op: &str,
+        e: &crate::aws::AwsError,
+        deactivate: bool,
+        user: &str,
+        key: &str,
+    ) {
+        let why = e.short();
+        let gone_before = e.error_type == crate::aws::ErrorType::NotFound;
+        match (deactivate, self.key_status(user, key).await) {
+            (_, Ok(KeyStatus::Gone)) if gone_before => {
+                r.outcome = Outcome::NotNeeded;
+                r.detail = format!(
+                    "{op} answered {why}: the key was already gone (deleted by someone else, or by an earlier attempt of this call whose answer was lost; event history shows who)"
+                );
+            }
+            (true, Ok(KeyStatus::Inactive)) => {
+                r.outcome = Outcome::Applied;
+                r.detail = format!(
+                    "deactivated: {op} answered with an error ({why}), but the key is Inactive now (verified); reactivate it with aws iam update-access-key --status Active if this was a mistake"
+                );
+            }
+            (false, Ok(KeyStatus::Gone)) => {
+                r.outcome = Outcome::Applied;
+                r.detail = format!(
+                    "deleted: {op} answered with an error ({why}), but the key is gone now (verified)"
+                );
+            }
+            (_, Ok(status)) => {
+                r.detail = format!("{op} failed: {why}");
+                // A request IAM may still carry out (it timed out, or IAM failed on its side):
+                // looked at again at the next sweep.
+                if e.retryable() {
+                    r.keep_intent = true;
+                    r.detail.push_str(&format!("; the key reads {} now, and is checked again at the next sweep in case IAM carries the request out later", status.as_str()));
+                }
+            }
+            (_, Err(read)) => {
+                r.keep_intent = true;
+                r.detail = format!(
+                    "{op} answered with an error ({why}), and the key could not be read back ({}): whether it was changed is checked at the next sweep",
+                    read.short()
+                );
+            }
+        }
+    }
+
+    /// The latest successful `UpdateAccessKey` to `Inactive` of `key` in event history from
+    /// `since` on (a minute of clock difference allowed): when, and by whom.
+    pub async fn deactivation_since(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<(DateTime<Utc>, Option<String>)>, crate::aws::AwsError> {
+        let from = since - chrono::Duration::minutes(1);
+        find_latest(&self.lookup, &self.events, key, super::HISTORY_PAGES, |e| {
+            let rec = Record::parse(&e.record).ok()?;
+            let t = e.time.filter(|t| *t >= from)?;
+            (rec.name() == "UpdateAccessKey"
+                && rec.succeeded()
+                && rec.request_str("accessKeyId") == Some(key)
+                && rec.request_str("status") == Some("Inactive"))
+            .then(|| (t, rec.principal_arn().map(str::to_owned)))
+        })
+        .await
     }
 
     pub(super) fn act(&self, f: &KeyFinding) -> (Outcome, String) {
