@@ -107,8 +107,20 @@ mod tests {
             crate::notify::iam::interrupted(&intent, outcome, &detail),
             chrono::DateTime::UNIX_EPOCH,
         );
+        // A later sweep neither overwrites it nor settles it.
+        let mut later = intent.clone();
+        later.sweep = "later".into();
+        assert!(!store.intend(&later).unwrap());
         store
-            .enqueue(std::slice::from_ref(&entry), &[], &[intent.key()])
+            .enqueue(&[], &[], &[(later.key(), later.sweep.clone())])
+            .unwrap();
+        assert_eq!(store.intents().unwrap().0, std::slice::from_ref(&intent));
+        store
+            .enqueue(
+                std::slice::from_ref(&entry),
+                &[],
+                &[(intent.key(), intent.sweep.clone())],
+            )
             .unwrap();
         assert!(store.intents().unwrap().0.is_empty());
         assert_eq!(store.outbox().unwrap().0, [entry]);
