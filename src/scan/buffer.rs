@@ -127,8 +127,10 @@ fn one(
     out: &mut Vec<u8>,
 ) -> bool {
     const TAIL: &[u8] = b"{\"Records\":[]";
-    let tail;
-    let (error, text, start, prefix) = match p {
+    // The first read's error (or the splitter's words), and what is read again through the
+    // stream's reader on an error: from where, after what, and whether what it reads before
+    // the error counts (see [`restream`]).
+    let (error, start, prefix, again, counts) = match p {
         Piece::Record(r) => {
             let text = &data[r.clone()];
             let error = if checked {
@@ -136,66 +138,74 @@ fn one(
             } else {
                 em.record(text, name, out)
             };
-            (error, text, r.start, 0)
+            // As an element of a list, on past the record: a value before junk is a record.
+            (error.map(Ok), r.start, &b"["[..], &data[r.start..], true)
         }
         Piece::Document(r) => {
             let mut de = serde_json::Deserializer::from_slice(&data[r.clone()]);
             let error = em.documents(&mut de, name, out).unwrap_or(None);
-            (error, &data[r.clone()], r.start, 0)
+            (error.map(Ok), r.start, &b""[..], &data[r.clone()], false)
         }
         Piece::Tail(r) => {
-            tail = [TAIL, &data[r.clone()]].concat();
+            let tail = [TAIL, &data[r.clone()]].concat();
             let mut de = serde_json::Deserializer::from_slice(&tail);
             let error = em.documents(&mut de, name, out).unwrap_or(None);
-            (error, &tail[..], r.start, TAIL.len() as u64)
+            (error.map(Ok), r.start, TAIL, &data[r.clone()], false)
         }
-        Piece::Error { at, eof, what } => {
+        Piece::Error { at, eof, what, junk } => {
             let (line, column) = origin.locate(data, *at, *eof);
-            em.stats
-                .unreadable
-                .push(format!("{name}:{line}: {what} at line {line} column {column}"));
-            return true;
+            let said = format!("{name}:{line}: {what} at line {line} column {column}");
+            if !*junk {
+                em.stats.unreadable.push(said);
+                return true;
+            }
+            (Some(Err(said)), *at, &b""[..], &data[*at..], false)
         }
     };
-    match error {
-        Some(e) => {
-            em.stats
-                .unreadable
-                .push(located(name, &e, text, origin.after(&data[..start]), prefix));
-            true
-        }
-        None => false,
-    }
+    let Some(first) = error else {
+        return false;
+    };
+    let origin = origin.after(&data[..start]);
+    let message = match (restream(em, prefix, again, counts, name, out), first) {
+        (Some(e), _) | (None, Ok(e)) => located(name, &e, origin, prefix.len() as u64),
+        // Not found again (it always is): what the first read said.
+        (None, Err(said)) => said,
+    };
+    em.stats.unreadable.push(message);
+    true
 }
 
-/// A parse error in `text`, a piece that starts at `origin`, with its line and column in the
-/// input.
-fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefix: u64) -> String {
-    let (mut l, mut col) = (e.line() as u64, e.column() as u64);
-    let message = e.to_string();
-    let line_start = text
-        .split_inclusive(|&b| b == b'\n')
-        .take(l.saturating_sub(1) as usize)
-        .map(<[u8]>::len)
-        .sum::<usize>();
-    let at = line_start + col.saturating_sub(1) as usize;
-    let control = |i: usize| text.get(i).is_some_and(|&b| b < 0x20);
-    // serde_json's slice reader places a control character in a string it skips one column
-    // before the character (where it reads the string, and in its stream reader, which the
-    // single-threaded path uses, at it, and a newline at column 0 of the next line); a number
-    // out of f64's range at its last digit (the stream reader after the byte it peeked past
-    // it; both at the digit where an exponent overflows): told by the bytes.
-    let one_on = if message.starts_with("control character") {
-        !control(at) && control(at + 1)
-    } else {
-        message.starts_with("number out of range") && !text.get(at + 1).is_some_and(u8::is_ascii_digit)
-    };
-    if one_on {
-        (l, col) = if text.get(at + 1) == Some(&b'\n') {
-            (l + 1, 0)
-        } else {
-            (l, col + 1)
-        };
+/// The error path: `text` after `prefix` read again as the single-threaded path reads it,
+/// through serde_json's stream reader, for its error in its words and at its place (the slice
+/// reader places some a byte earlier: one it peeked at, a number's end, a control character
+/// in a string it skips). With `counts`, what is read before the error counts and gives its
+/// findings (a record before junk in a list, which the first read did not take); otherwise
+/// the first read counted it.
+fn restream(
+    em: &mut Emitter,
+    prefix: &[u8],
+    text: &[u8],
+    counts: bool,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> Option<serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(prefix.chain(text));
+    if counts {
+        return em.documents(&mut de, name, out).unwrap_or(None);
+    }
+    let saved = std::mem::take(&mut em.stats);
+    let error = em.documents(&mut de, name, &mut io::sink()).unwrap_or(None);
+    em.stats = saved;
+    error
+}
+
+/// A parse error in `prefix` and then a piece that starts at `origin` (the prefix `prefix`
+/// bytes long, all on the first line), with its line and column in the input.
+fn located(name: &str, e: &serde_json::Error, origin: Origin, prefix: u64) -> String {
+    let (l, col) = (e.line() as u64, e.column() as u64);
+    if l == 0 {
+        // No place (as the stream reports it).
+        return format!("{name}:0: {e}");
     }
     let line = origin.line + l.saturating_sub(1);
     let column = if l <= 1 {
@@ -203,6 +213,7 @@ fn located(name: &str, e: &serde_json::Error, text: &[u8], origin: Origin, prefi
     } else {
         col
     };
+    let message = e.to_string();
     let what = message
         .rsplit_once(" at line ")
         .map_or(message.as_str(), |(w, _)| w);

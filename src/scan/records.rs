@@ -202,7 +202,7 @@ pub fn for_each_record<R: Read>(
             let range = match p {
                 Piece::Record(r) | Piece::Document(r) => r.clone(),
                 Piece::Tail(_) => continue,
-                Piece::Error { at, eof, what } => {
+                Piece::Error { at, eof, what, .. } => {
                     let (line, column) = c.origin.locate(&c.data, *at, *eof);
                     failed = Some(RecordError {
                         line,

@@ -24,6 +24,9 @@ pub(crate) enum Piece {
         at: usize,
         eof: bool,
         what: &'static str,
+        /// Between top-level values, not a document: serde_json reading a value from `at`
+        /// says what is wrong there (the stream's words); `what` is the splitter's.
+        junk: bool,
     },
 }
 
@@ -295,7 +298,28 @@ impl Splitter {
 
     fn stop(&mut self, out: &mut dyn FnMut(Piece), at: usize, eof: bool, what: &'static str) {
         self.stopped = true;
-        out(Piece::Error { at, eof, what });
+        out(Piece::Error {
+            at,
+            eof,
+            what,
+            junk: false,
+        });
+    }
+
+    /// Something other than a document between top-level values: at its first byte before
+    /// `p`, else at `p`.
+    fn junk(&mut self, buf: &[u8], out: &mut dyn FnMut(Piece), p: usize) {
+        let at = buf[self.start..p]
+            .iter()
+            .position(|b| !b" \n\r\t".contains(b))
+            .map_or(p, |k| self.start + k);
+        self.stopped = true;
+        out(Piece::Error {
+            at,
+            eof: false,
+            what: "expected `{` or `[`",
+            junk: true,
+        });
     }
 
     fn event(&mut self, buf: &[u8], p: usize, out: &mut dyn FnMut(Piece)) {
@@ -305,8 +329,8 @@ impl Splitter {
                 self.depth += 1;
                 match self.state {
                     State::Top => {
-                        if let Some(k) = buf[self.start..p].iter().position(|b| !b" \n\r\t".contains(b)) {
-                            return self.stop(out, self.start + k, false, "expected `{` or `[`");
+                        if !blank(&buf[self.start..p]) {
+                            return self.junk(buf, out, p);
                         }
                         if c == b'[' {
                             self.state = State::Records {
@@ -343,22 +367,29 @@ impl Splitter {
                     self.start = p + 1;
                 }
                 State::Header if self.depth == 1 => self.state = State::Whole,
-                State::Top => self.stop(out, p, false, "expected `{` or `[`"),
+                State::Top => self.junk(buf, out, p),
                 _ => {}
             },
             _ => {
                 if self.depth == 0 {
-                    return self.stop(out, p, false, "expected `{` or `[`");
+                    return self.junk(buf, out, p);
                 }
                 let depth = self.depth;
                 self.depth -= 1;
                 match self.state {
                     State::Records { level, first } if depth == level => {
+                        // A `}` does not close a list: the stream reads it as the next element
+                        // (after a comma or `[`) or as junk after one.
                         let element = &buf[self.start..p];
                         if !blank(element) {
                             out(Piece::Record(self.start..p));
+                        } else if c == b'}' {
+                            return self.stop(out, p, false, "expected value");
                         } else if !first {
                             return self.stop(out, p, false, "trailing comma");
+                        }
+                        if c == b'}' {
+                            return self.stop(out, p, false, "expected `,` or `]`");
                         }
                         self.state = if level == 1 {
                             State::Top
@@ -368,7 +399,8 @@ impl Splitter {
                         self.start = p + 1;
                     }
                     State::AfterRecords if depth == 1 => {
-                        if !blank(&buf[self.start..p]) {
+                        // Not a bare `}`: serde_json reads the tail (a `]` is an error there).
+                        if c != b'}' || !blank(&buf[self.start..p]) {
                             out(Piece::Tail(self.start..p + 1));
                         }
                         self.state = State::Top;
@@ -390,8 +422,8 @@ impl Splitter {
         let end = buf.len();
         match self.state {
             State::Top => {
-                if let Some(k) = buf[self.start..].iter().position(|b| !b" \n\r\t".contains(b)) {
-                    return self.stop(out, self.start + k, false, "expected `{` or `[`");
+                if !blank(&buf[self.start..end]) {
+                    return self.junk(buf, out, end);
                 }
             }
             State::Records { first, .. } => {

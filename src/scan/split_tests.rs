@@ -100,8 +100,36 @@ fn broken_input_stops_with_what_and_where() {
     all_steps(r#"{"Records":[{"a":1}], "#, &[('r', r#"{"a":1}"#), ('t', ", ")]);
     all_steps(r#"{"eventName":"#, &[('d', r#"{"eventName":"#)]);
     all_steps("[] x", &[('e', "3 expected `{` or `[`")]);
+    // Junk between documents is placed at its first byte, whatever ends it.
+    all_steps(r#"[] "a]", 1"#, &[('e', "3 expected `{` or `[`")]);
+    all_steps("[]\n 5 ]", &[('e', "4 expected `{` or `[`")]);
     all_steps("[]]", &[('e', "2 expected `{` or `[`")]);
     all_steps("", &[]);
+}
+
+/// A `}` does not close a list (the stream reads it as an element, or as junk after one), and
+/// a `]` does not close the object after one: serde_json reads it in the tail.
+#[test]
+fn a_list_closed_by_the_wrong_bracket() {
+    all_steps(
+        r#"{"Records":[{"a":1}}"#,
+        &[('r', r#"{"a":1}"#), ('e', "19 expected `,` or `]`")],
+    );
+    all_steps(
+        r#"[{"a":1} }"#,
+        &[('r', r#"{"a":1} "#), ('e', "9 expected `,` or `]`")],
+    );
+    all_steps(r#"{"Records":[ }"#, &[('e', "13 expected value")]);
+    all_steps(
+        r#"{"Records":[{"a":1},}"#,
+        &[('r', r#"{"a":1}"#), ('e', "20 expected value")],
+    );
+    all_steps(r#"{"Records":[{"a":1}]]"#, &[('r', r#"{"a":1}"#), ('t', "]")]);
+    // Junk after a record is the record's, for its reader to find.
+    all_steps(
+        r#"{"Records":[{"a":1} 5,{"a":2}]}"#,
+        &[('r', r#"{"a":1} 5"#), ('r', r#"{"a":2}"#)],
+    );
 }
 
 #[test]

@@ -492,3 +492,7 @@ fn fields_the_stream_refuses_are_reported_as_it_reports_them() {
     assert!(r.stderr.contains("number out of range"), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every edit of a small document, junk after records: the two paths' error path.
+#[path = "malformed.rs"]
+mod malformed;
