@@ -439,14 +439,7 @@ impl OwnedLeader {
             };
             // Many accounts' sweeps are spread over the interval rather than run at once.
             let after = iam.sweep_interval / n * i as u32;
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(after) => {}
-                }
-                sweeps.run(shutdown).await
-            });
+            tracker.spawn(sweeps.run(after, shutdown.clone()));
         }
         Ok(())
     }

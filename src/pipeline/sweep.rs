@@ -52,7 +52,15 @@ struct Queued {
 }
 
 impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Accounts for the changes an earlier run left open at once, then sweeps after `after`
+    /// (many accounts' sweeps are spread over the interval) and every interval.
+    pub async fn run(self, after: Duration, shutdown: CancellationToken) {
+        let mut waiting = self.reconcile(self.clock.now()).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(after) => {}
+        }
+        let mut first = true;
         loop {
             let started = tokio::time::Instant::now();
             let now = self.clock.now();
@@ -64,7 +72,9 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 error!(error = %e, "Cannot read the deletions decided before; they are decided again.");
                 HashMap::new()
             });
-            self.reconcile(now).await;
+            if !std::mem::take(&mut first) {
+                waiting = self.reconcile(now).await;
+            }
             let sweep_id = now.to_rfc3339();
             let mut queued = Queued::default();
             let swept = self
@@ -108,7 +118,9 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                     }
                     // A deletion decision is re-checked at its due time, not a whole interval on.
                     let wait = self.sweeper.delete_wait;
-                    if let Some(due) = report.pending.iter().map(|(_, p)| p.due(wait)).min() {
+                    // So is a change begun before an interruption that waits for event history.
+                    let decided = report.pending.iter().map(|(_, p)| p.due(wait));
+                    if let Some(due) = decided.chain(waiting).min() {
                         let after = (due - now)
                             .to_std()
                             .unwrap_or_default()
@@ -143,8 +155,9 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
     }
 
     /// Accounts for the changes begun before an interruption: each key's status now, notified.
-    /// An intent whose key cannot be read stays for the next sweep.
-    async fn reconcile(&self, now: DateTime<Utc>) {
+    /// An intent whose key cannot be read stays for the next sweep. Returns when the first of
+    /// those that wait for event history can be concluded.
+    async fn reconcile(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let intents = match self.store.intents() {
             Ok((intents, bad)) => {
                 telemetry::quarantined(bad.len());
@@ -155,9 +168,10 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
             }
             Err(e) => {
                 error!(error = %e, "Cannot read the IAM changes begun before; they are accounted for at the next sweep.");
-                return;
+                return None;
             }
         };
+        let mut waiting: Option<DateTime<Utc>> = None;
         for i in intents.iter().filter(|i| i.account == self.sweeper.account()) {
             let status = match self.sweeper.key_status(&i.user, &i.access_key_id).await {
                 Ok(s) => s,
@@ -173,6 +187,8 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 match self.sweeper.deactivation_since(&i.access_key_id, i.at).await {
                     Ok(Some(found)) => deactivated = Some(found),
                     Ok(None) if now - i.at < delay(self.sweeper.delete_wait) => {
+                        let due = i.at + delay(self.sweeper.delete_wait);
+                        waiting = Some(waiting.map_or(due, |w| w.min(due)));
                         info!(user = %i.user, access_key_id = %i.access_key_id, "A key a change begun before an interruption was about is Active; waiting for event history to show whether the change was made.");
                         continue;
                     }
@@ -198,6 +214,7 @@ impl<I: IamApi, L: LookupApi> SweepLoop<I, L> {
                 }
             }
         }
+        waiting
     }
 
     /// A change is about to be made: written down first, or not made.
