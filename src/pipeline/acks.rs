@@ -8,8 +8,9 @@
 //! and nothing failed; a message whose work failed is left in the queue, to be received again
 //! (and, after the queue's redrive count, to go to its dead-letter queue).
 //!
-//! A message whose work is all written to trailguard's state (each job's notification in the
-//! outbox, or folded into an aggregation window) is [`Progress::Queued`]: what is left is
+//! A message whose jobs have all reached their notification (put in the outbox with the job's
+//! outcome, in one transaction whose failure fails the message) or been folded into an
+//! aggregation window is [`Progress::Queued`]: what is left is
 //! publishing, which an SNS outage or an aggregation window can hold for minutes. The consumer
 //! then frees its work slot, so that such a wait never stops it from receiving the next
 //! events (rescues never wait for notifications); the message itself is still deleted only

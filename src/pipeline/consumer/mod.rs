@@ -63,6 +63,9 @@ const SETTLE_EVERY_WHEN_FULL: Duration = Duration::from_millis(50);
 /// bounded, far below SQS's 120,000 in-flight messages per queue.
 const WAITING_PER_SLOT: usize = 10;
 
+/// How often a receive loop waiting for room says it is alive.
+const STILL_WAITING: Duration = Duration::from_secs(10);
+
 /// What every queue consumer of the process shares.
 #[derive(Clone)]
 pub struct Shared {
@@ -193,12 +196,19 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
         loop {
             self.shared.health.attempted(&s.name);
             let want = s.max_messages as u32;
-            let mut permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                p = permits.clone().acquire_many_owned(want) => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+            // Waiting for room is the source working as designed (its messages wait on their
+            // work or on SNS): it stays alive meanwhile.
+            let acquire = permits.clone().acquire_many_owned(want);
+            tokio::pin!(acquire);
+            let mut permit = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    p = &mut acquire => match p {
+                        Ok(p) => break p,
+                        Err(_) => return,
+                    },
+                    _ = tokio::time::sleep(STILL_WAITING) => self.shared.health.attempted(&s.name),
+                }
             };
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -238,6 +248,15 @@ impl<Q: QueueApi, O: ObjectApi> Consumer<Q, O> {
             let mut all = held.lock().unwrap_or_else(|e| e.into_inner());
             for (m, tracker) in messages.into_iter().zip(kept) {
                 let Some(tracker) = tracker else { continue };
+                // Received again while held (its visibility could not be extended): the copy's
+                // events are already seen, so its own tracker is empty. The held entry keeps its
+                // work and its place, with the new receipt: deleted only once its work is done.
+                if let Some(h) = all.get_mut(&m.message_id) {
+                    h.receipt = m.receipt_handle;
+                    h.receive_count = m.receive_count;
+                    h.visible_until = received_at + s.visibility_timeout;
+                    continue;
+                }
                 let Some(one) = permit.split(1) else { break };
                 all.insert(
                     m.message_id,
@@ -458,3 +477,5 @@ mod settle;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod waiting_tests;
