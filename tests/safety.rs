@@ -18,10 +18,6 @@ use trailguard_sandbox::{Fault, IdentitySpec};
 const INTRUDER: &str = "AKIAINTRUDERTEST";
 const KEY_ADMIN: &str = "AKIAKEYADMINTEST";
 
-async fn iam_client(world: &World) -> aws_sdk_iam::Client {
-    aws_sdk_iam::Client::new(&sdk(&world.sb, ADMIN).await)
-}
-
 async fn intruder(world: &World) -> aws_sdk_kms::Client {
     world.sb.state().set_identity(
         INTRUDER,

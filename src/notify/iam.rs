@@ -84,18 +84,7 @@ pub fn render(f: &KeyFinding, outcome: Outcome, detail: &str, dry_run: bool, swe
         "severity": "medium", "outcome": outcome.as_str(), "dry_run": dry_run, "finding": f,
         "action": action, "detail": detail, "subject": subject, "text": text,
     });
-    Message {
-        id: id.clone(),
-        subject,
-        text,
-        json,
-        attributes: vec![
-            ("rule_id".into(), rule_id.to_owned()),
-            ("severity".into(), "medium".into()),
-            ("outcome".into(), outcome.as_str().into()),
-            ("notification_id".into(), id),
-        ],
-    }
+    Message::new(id, subject, text, json, rule_id, "medium", outcome.as_str())
 }
 
 /// The notification of a change a sweep began before an interruption, as its key's status
@@ -137,18 +126,7 @@ pub fn interrupted(i: &Intent, outcome: Outcome, detail: &str) -> Message {
         "action": action, "detail": detail, "interrupted": true, "begun": i.at.to_rfc3339(),
         "subject": subject, "text": text,
     });
-    Message {
-        id: id.clone(),
-        subject,
-        text,
-        json,
-        attributes: vec![
-            ("rule_id".into(), rule_id),
-            ("severity".into(), "medium".into()),
-            ("outcome".into(), outcome.as_str().into()),
-            ("notification_id".into(), id),
-        ],
-    }
+    Message::new(id, subject, text, json, &rule_id, "medium", outcome.as_str())
 }
 
 /// The notification that a sweep left users (or keys) unchecked, and why.
@@ -182,18 +160,7 @@ pub fn skipped(skipped: &[(String, String)], sweep: &str, _now: chrono::DateTime
         "skipped": listed.iter().map(|(w, why)| json!({"who": w, "why": why})).collect::<Vec<_>>(),
         "subject": subject, "text": text,
     });
-    Message {
-        id: id.clone(),
-        subject,
-        text,
-        json,
-        attributes: vec![
-            ("rule_id".into(), INCOMPLETE.into()),
-            ("severity".into(), "medium".into()),
-            ("outcome".into(), "not_actionable".into()),
-            ("notification_id".into(), id),
-        ],
-    }
+    Message::new(id, subject, text, json, INCOMPLETE, "medium", "not_actionable")
 }
 
 /// The rule id of a sweep that left users unchecked.

@@ -265,18 +265,15 @@ pub fn render(job: &Job, dry_run: bool) -> Message {
         "subject": subject,
         "text": text,
     });
-    Message {
-        id: job.id.clone(),
+    Message::new(
+        job.id.clone(),
         subject,
         text,
         json,
-        attributes: vec![
-            ("rule_id".into(), f.rule_id.clone()),
-            ("severity".into(), f.severity.as_str().to_owned()),
-            ("outcome".into(), outcome(job).to_owned()),
-            ("notification_id".into(), job.id.clone()),
-        ],
-    }
+        &f.rule_id,
+        f.severity.as_str(),
+        outcome(job),
+    )
 }
 
 #[cfg(test)]

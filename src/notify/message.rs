@@ -56,6 +56,32 @@ pub fn clean(s: &str, max: usize) -> String {
 }
 
 impl Message {
+    /// A message with the attributes subscription filters see: `rule_id`, `severity`,
+    /// `outcome` and the `notification_id` (`id`).
+    pub fn new(
+        id: String,
+        subject: String,
+        text: String,
+        json: serde_json::Value,
+        rule_id: &str,
+        severity: &str,
+        outcome: &str,
+    ) -> Self {
+        let attributes = vec![
+            ("rule_id".into(), rule_id.to_owned()),
+            ("severity".into(), severity.to_owned()),
+            ("outcome".into(), outcome.to_owned()),
+            ("notification_id".into(), id.clone()),
+        ];
+        Self {
+            id,
+            subject,
+            text,
+            json,
+            attributes,
+        }
+    }
+
     /// What the message weighs against [`SNS_LIMIT`] in the larger of its two forms.
     pub fn size(&self) -> usize {
         let attrs: usize = self

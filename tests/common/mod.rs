@@ -547,6 +547,11 @@ pub async fn note_for(world: &World, rule: &str, arn: &str, seen: &mut Vec<Value
     }
 }
 
+/// An IAM client as the account's administrator.
+pub async fn iam_client(world: &World) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk(&world.sb, ADMIN).await)
+}
+
 /// An IAM user with one access key created `created_days` ago and last used `used_days` ago
 /// (None: never); returns the key id.
 pub async fn iam_user(

@@ -8,12 +8,12 @@ use chrono::TimeZone;
 use super::*;
 use crate::aws::{AwsError, Service};
 
-const KEY_A: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+pub(super) const KEY_A: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const LOG: &str = "o/AWSLogs/o-1/111122223333/CloudTrail/eu-west-1/2026/11/25/111122223333_CloudTrail_eu-west-1_20261125T1005Z_a.json.gz";
 const LOG2: &str = "o/AWSLogs/o-1/111122223333/CloudTrail/eu-west-1/2026/11/25/111122223333_CloudTrail_eu-west-1_20261125T1010Z_b.json.gz";
 
 /// A failed use of a key pending deletion, recorded in `account`.
-fn failed_use(id: &str, account: &str, key: &str) -> serde_json::Value {
+pub(super) fn failed_use(id: &str, account: &str, key: &str) -> serde_json::Value {
     serde_json::json!({
         "eventVersion": "1.08", "eventID": id, "eventName": "Decrypt",
         "eventSource": "kms.amazonaws.com", "eventTime": "2026-11-25T10:00:00Z",
@@ -50,7 +50,7 @@ impl QueueApi for NoQueue {
 }
 
 /// Objects by key; any other key fails as S3 would in an outage.
-struct Objects(HashMap<String, Bytes>);
+pub(super) struct Objects(pub(super) HashMap<String, Bytes>);
 
 impl ObjectApi for Objects {
     async fn get(&self, _: &str, key: &str, _: Option<&str>) -> Result<Bytes, AwsError> {
@@ -67,7 +67,7 @@ struct Bench {
     _dir: tempfile::TempDir,
 }
 
-fn source(kind: SourceKind, max_in_flight: usize) -> QueueSource {
+pub(super) fn source(kind: SourceKind, max_in_flight: usize) -> QueueSource {
     QueueSource {
         kind,
         name: "test".into(),
@@ -82,7 +82,7 @@ fn source(kind: SourceKind, max_in_flight: usize) -> QueueSource {
 }
 
 /// What the consumers share, with the state in `dir` and the jobs to `tx`.
-fn shared(dir: &tempfile::TempDir, tx: mpsc::UnboundedSender<Job>, scope: Scope) -> Shared {
+pub(super) fn shared(dir: &tempfile::TempDir, tx: mpsc::UnboundedSender<Job>, scope: Scope) -> Shared {
     Shared {
         rules: Arc::new(RuleSet::builtin()),
         store: Arc::new(Store::open(dir.path(), false).unwrap()),
@@ -112,7 +112,7 @@ fn bench(kind: SourceKind, objects: Objects, scope: Scope) -> Bench {
     }
 }
 
-fn message(id: &str, body: String, receive_count: u32) -> QueueMessage {
+pub(super) fn message(id: &str, body: String, receive_count: u32) -> QueueMessage {
     QueueMessage {
         message_id: id.into(),
         receipt_handle: format!("r-{id}-{receive_count}"),
@@ -172,7 +172,7 @@ async fn a_log_file_failing_beside_a_readable_one_loses_no_finding() {
     );
 }
 
-fn eventbridge_event(source: &str, account: &str, detail: serde_json::Value) -> String {
+pub(super) fn eventbridge_event(source: &str, account: &str, detail: serde_json::Value) -> String {
     serde_json::json!({"version": "0", "id": "x", "detail-type": "AWS API Call via CloudTrail",
         "source": source, "account": account, "region": "eu-west-1", "resources": [], "detail": detail})
     .to_string()

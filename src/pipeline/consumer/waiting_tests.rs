@@ -3,37 +3,15 @@
 //! again, and a source waiting for room stays alive. A scripted queue, paused time.
 use std::sync::atomic::{AtomicUsize, Ordering as O};
 
-use chrono::TimeZone;
-
+use super::tests::{self, KEY_A, Objects, eventbridge_event, failed_use, message};
 use super::*;
 use crate::aws::AwsError;
 
-const KEY_A: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-
-fn failed_use(id: &str) -> String {
-    let detail = serde_json::json!({
-        "eventVersion": "1.08", "eventID": id, "eventName": "Decrypt",
-        "eventSource": "kms.amazonaws.com", "eventTime": "2026-11-25T10:00:00Z",
-        "awsRegion": "eu-west-1", "recipientAccountId": "111122223333",
-        "errorCode": "KMSInvalidStateException",
-        "errorMessage": format!("{KEY_A} is pending deletion."),
-        "userIdentity": {"type": "IAMUser", "accountId": "111122223333", "arn": "arn:aws:iam::111122223333:user/app"},
-        "requestParameters": {"keyId": KEY_A}, "readOnly": true
-    });
-    serde_json::json!({"version": "0", "id": "x", "detail-type": "AWS API Call via CloudTrail",
-        "source": "aws.kms", "account": "111122223333", "time": "2026-11-25T10:00:00Z",
-        "region": "eu-west-1", "resources": [], "detail": detail})
-    .to_string()
-}
-
-fn msg(id: &str, event: &str, rc: u32) -> QueueMessage {
-    QueueMessage {
-        message_id: id.into(),
-        receipt_handle: format!("r-{id}-{rc}"),
-        body: failed_use(event),
-        receive_count: rc,
-        sent: None,
-    }
+/// A failed use of a key pending deletion, as EventBridge delivers it.
+fn msg(id: &str, event: &str, receive_count: u32) -> QueueMessage {
+    let account = "111122223333";
+    let body = eventbridge_event("aws.kms", account, failed_use(event, account, KEY_A));
+    message(id, body, receive_count)
 }
 
 #[derive(Default, Clone)]
@@ -103,80 +81,108 @@ impl QueueApi for Q {
     }
 }
 
-struct NoObjects;
-impl ObjectApi for NoObjects {
-    async fn get(&self, _: &str, _: &str, _: Option<&str>) -> Result<bytes::Bytes, AwsError> {
-        unreachable!()
+/// A consumer of `queue`'s messages with 10 slots and `receivers` receive loops, running, and
+/// what a test sees of it.
+struct Running {
+    jobs: mpsc::UnboundedReceiver<Job>,
+    acks: Acks,
+    log: Log,
+    health: Arc<Health>,
+    stop: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// The queue hands out `batches` (each from its time on, last first), then, when `endless`,
+/// fresh messages forever; `extend_fails`: every visibility extension fails.
+fn start(
+    batches: Vec<(Duration, Vec<QueueMessage>)>,
+    endless: bool,
+    extend_fails: bool,
+    receivers: usize,
+) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, jobs) = mpsc::unbounded_channel();
+    let mut shared = tests::shared(&dir, tx, Scope::default());
+    shared.health = Health::new(&[], Duration::from_secs(15));
+    let (log, acks, health) = (Log::default(), shared.acks.clone(), shared.health.clone());
+    let consumer = Consumer {
+        source: QueueSource {
+            receivers,
+            ..tests::source(SourceKind::EventBridgeSqs, 10)
+        },
+        queue: Q {
+            batches: Mutex::new(batches),
+            endless,
+            n: AtomicUsize::new(0),
+            log: log.clone(),
+            extend_fails,
+            start: Instant::now(),
+        },
+        objects: Objects(HashMap::new()),
+        shared,
+    };
+    let stop = CancellationToken::new();
+    Running {
+        run: tokio::spawn(consumer.run(stop.clone())),
+        jobs,
+        acks,
+        log,
+        health,
+        stop,
+        _dir: dir,
     }
 }
 
-fn source(max_in_flight: usize, receivers: usize) -> QueueSource {
-    QueueSource {
-        kind: SourceKind::EventBridgeSqs,
-        name: "test".into(),
-        queue_url: "https://sqs.eu-west-1.amazonaws.com/111122223333/q".into(),
-        region: Some("eu-west-1".into()),
-        receivers,
-        max_messages: 10,
-        wait_time: Duration::from_secs(1),
-        visibility_timeout: Duration::from_secs(30),
-        max_in_flight,
+impl Running {
+    /// A worker that writes every job's outcome and queues its notification, which SNS (down)
+    /// never takes; the jobs' ids, to publish later.
+    fn queue_every_job(&mut self) -> Arc<Mutex<Vec<String>>> {
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let (acks, seen) = (self.acks.clone(), ids.clone());
+        let mut jobs = std::mem::replace(&mut self.jobs, mpsc::unbounded_channel().1);
+        tokio::spawn(async move {
+            while let Some(j) = jobs.recv().await {
+                acks.moved(&j.id, &j.id);
+                seen.lock().unwrap().push(j.id);
+            }
+        });
+        ids
     }
-}
 
-fn shared(dir: &tempfile::TempDir, tx: mpsc::UnboundedSender<Job>) -> Shared {
-    Shared {
-        rules: Arc::new(RuleSet::builtin()),
-        store: Arc::new(Store::open(dir.path(), false).unwrap()),
-        health: Health::new(&[], Duration::from_secs(60)),
-        clock: Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 25, 10, 1, 0).unwrap()),
-        jobs: tx,
-        seen: Arc::default(),
-        acks: Acks::default(),
-        scope: Scope::default(),
+    async fn stop(self) {
+        self.stop.cancel();
+        self.run.await.unwrap();
     }
 }
 
 /// The waiting message is kept, extended, and deleted only once its notification is done.
 #[tokio::test(start_paused = true)]
 async fn a_waiting_message_is_extended_and_deleted_only_once_published() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut jobs) = mpsc::unbounded_channel();
-    let sh = shared(&dir, tx);
-    let acks = sh.acks.clone();
-    let log = Log::default();
-    let c = Consumer {
-        source: source(10, 1),
-        queue: Q {
-            batches: Mutex::new(vec![(Duration::ZERO, vec![msg("m1", "e-1", 1)])]),
-            endless: false,
-            n: AtomicUsize::new(0),
-            log: log.clone(),
-            extend_fails: false,
-            start: Instant::now(),
-        },
-        objects: NoObjects,
-        shared: sh,
-    };
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(c.run(stop.clone()));
-    let j = jobs.recv().await.unwrap();
-    acks.moved(&j.id, &j.id);
+    let mut c = start(vec![(Duration::ZERO, vec![msg("m1", "e-1", 1)])], false, false, 1);
+    let j = c.jobs.recv().await.unwrap();
+    c.acks.moved(&j.id, &j.id);
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert!(
-        log.deletes.lock().unwrap().is_empty(),
+        c.log.deletes.lock().unwrap().is_empty(),
         "deleted while waiting on SNS"
     );
-    let ext = log.extends.lock().unwrap().iter().filter(|x| *x == "m1").count();
-    assert!(ext >= 3, "extended while waiting: {ext}");
-    acks.done(&j.id);
+    let extended = c
+        .log
+        .extends
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|x| *x == "m1")
+        .count();
+    assert!(extended >= 3, "extended while waiting: {extended}");
+    c.acks.done(&j.id);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        log.deletes.lock().unwrap().as_slice(),
+        c.log.deletes.lock().unwrap().as_slice(),
         [("m1".to_string(), "r-m1-1".to_string())]
     );
-    stop.cancel();
-    run.await.unwrap();
+    c.stop().await;
 }
 
 /// SNS down for good: one source takes in its 10 slots and 100 waiting places' worth, then
@@ -185,47 +191,19 @@ async fn a_waiting_message_is_extended_and_deleted_only_once_published() {
 #[tokio::test(start_paused = true)]
 async fn waiting_places_bound_intake_and_come_back_once_published() {
     for receivers in [1usize, 2, 3] {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, mut jobs) = mpsc::unbounded_channel::<Job>();
-        let sh = shared(&dir, tx);
-        let acks = sh.acks.clone();
-        let log = Log::default();
-        let c = Consumer {
-            source: source(10, receivers),
-            queue: Q {
-                batches: Mutex::new(vec![]),
-                endless: true,
-                n: AtomicUsize::new(0),
-                log: log.clone(),
-                extend_fails: false,
-                start: Instant::now(),
-            },
-            objects: NoObjects,
-            shared: sh,
-        };
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(c.run(stop.clone()));
-        let ids = Arc::new(Mutex::new(Vec::new()));
-        let (a2, ids2) = (acks.clone(), ids.clone());
-        let worker = tokio::spawn(async move {
-            while let Some(j) = jobs.recv().await {
-                a2.moved(&j.id, &j.id); // queued; SNS down
-                ids2.lock().unwrap().push(j.id);
-            }
-        });
+        let mut c = start(Vec::new(), true, false, receivers);
+        let ids = c.queue_every_job();
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let took = log.received.load(O::SeqCst);
+        let took = c.log.received.load(O::SeqCst);
         assert!(took <= 120, "bounded: {took}");
         assert!(took >= 100, "waits apart: {took}");
         for id in ids.lock().unwrap().drain(..) {
-            acks.done(&id);
+            c.acks.done(&id);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let after = log.received.load(O::SeqCst);
+        let after = c.log.received.load(O::SeqCst);
         assert!(after > took + 50, "intake resumed");
-        stop.cancel();
-        run.await.unwrap();
-        worker.abort();
+        c.stop().await;
     }
 }
 
@@ -234,40 +212,21 @@ async fn waiting_places_bound_intake_and_come_back_once_published() {
 /// deleted while the notification is still unpublished.
 #[tokio::test(start_paused = true)]
 async fn a_redelivered_waiting_message_is_not_deleted_before_its_notification() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut jobs) = mpsc::unbounded_channel();
-    let sh = shared(&dir, tx);
-    let acks = sh.acks.clone();
-    let log = Log::default();
-    let c = Consumer {
-        source: source(10, 1),
-        queue: Q {
-            // m1 again after its visibility (30 s) lapsed
-            batches: Mutex::new(vec![
-                (Duration::from_secs(31), vec![msg("m1", "e-1", 2)]),
-                (Duration::ZERO, vec![msg("m1", "e-1", 1)]),
-            ]),
-            endless: false,
-            n: AtomicUsize::new(0),
-            log: log.clone(),
-            extend_fails: true,
-            start: Instant::now(),
-        },
-        objects: NoObjects,
-        shared: sh,
-    };
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(c.run(stop.clone()));
-    let j = jobs.recv().await.unwrap();
-    acks.moved(&j.id, &j.id);
+    // m1 again after its visibility (30 s) lapsed.
+    let batches = vec![
+        (Duration::from_secs(31), vec![msg("m1", "e-1", 2)]),
+        (Duration::ZERO, vec![msg("m1", "e-1", 1)]),
+    ];
+    let mut c = start(batches, false, true, 1);
+    let j = c.jobs.recv().await.unwrap();
+    c.acks.moved(&j.id, &j.id);
     tokio::time::sleep(Duration::from_secs(40)).await;
-    assert!(acks.waits_on(&j.id), "the notification is not published");
-    let d = log.deletes.lock().unwrap().clone();
-    stop.cancel();
-    run.await.unwrap();
+    assert!(c.acks.waits_on(&j.id), "the notification is not published");
+    let deleted = c.log.deletes.lock().unwrap().clone();
+    c.stop().await;
     assert!(
-        d.is_empty(),
-        "deleted before its notification was published: {d:?}"
+        deleted.is_empty(),
+        "deleted before its notification was published: {deleted:?}"
     );
 }
 
@@ -276,39 +235,13 @@ async fn a_redelivered_waiting_message_is_not_deleted_before_its_notification() 
 /// replica's places in turn).
 #[tokio::test(start_paused = true)]
 async fn a_source_waiting_for_room_stays_alive() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut jobs) = mpsc::unbounded_channel::<Job>();
-    let mut sh = shared(&dir, tx);
-    sh.health = Health::new(&[], Duration::from_secs(15));
-    let health = sh.health.clone();
-    let acks = sh.acks.clone();
-    let log = Log::default();
-    let c = Consumer {
-        source: source(10, 2),
-        queue: Q {
-            batches: Mutex::new(vec![]),
-            endless: true,
-            n: AtomicUsize::new(0),
-            log: log.clone(),
-            extend_fails: false,
-            start: Instant::now(),
-        },
-        objects: NoObjects,
-        shared: sh,
-    };
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(c.run(stop.clone()));
-    let a2 = acks.clone();
-    let worker = tokio::spawn(async move {
-        while let Some(j) = jobs.recv().await {
-            a2.moved(&j.id, &j.id);
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let h = health.healthy();
-    stop.cancel();
-    run.await.unwrap();
-    worker.abort();
-    assert!(h.is_ok(), "liveness failed while only waiting on SNS: {h:?}");
+    let mut c = start(Vec::new(), true, false, 2);
+    c.queue_every_job();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let alive = c.health.healthy();
+    c.stop().await;
+    assert!(
+        alive.is_ok(),
+        "liveness failed while only waiting on SNS: {alive:?}"
+    );
 }
